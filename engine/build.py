@@ -1,0 +1,46 @@
+"""Building from Python: `mbuild.build(["//experiments:train_llama"])`, what the CLI calls too."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .events import Console
+from .graph import build_graph
+from .labels import Label, parse_pattern
+from .loader import Loader
+from .scheduler import BuildOptions, BuildResult, Scheduler
+from .workspace import Workspace, load_workspace
+
+
+def expand_patterns(loader: Loader, patterns: Sequence[str]) -> list[Label]:
+    """Labels named by command-line patterns, in order, each once."""
+    labels: dict[Label, None] = {}
+    for text in patterns:
+        for label in loader.expand(parse_pattern(text)):
+            labels.setdefault(label)
+    return list(labels)
+
+
+def build(
+    patterns: Sequence[str],
+    *,
+    workspace: Workspace | Path | None = None,
+    jobs: int | None = None,
+    keep_going: bool | None = None,
+    dry_run: bool = False,
+    events: Path | None = None,
+    console: Console | None = None,
+) -> BuildResult:
+    """Build what `patterns` name; returns per-target outcomes, outputs and a summary."""
+    ws = workspace if isinstance(workspace, Workspace) else load_workspace(workspace)
+    loader = Loader(ws)
+    requested = expand_patterns(loader, patterns)
+    graph = build_graph(loader, requested)
+    options = BuildOptions(
+        jobs=jobs or ws.jobs,
+        keep_going=ws.settings.build.keep_going if keep_going is None else keep_going,
+        dry_run=dry_run,
+        events=events,
+    )
+    return Scheduler(ws, graph, requested, options, console).run()

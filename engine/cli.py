@@ -1,0 +1,130 @@
+"""The `mbuild` command line. `mbuild //pkg:target` is short for `mbuild build //pkg:target`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import MbuildError
+from .events import Console
+from .scheduler import State
+from .workspace import load_workspace
+
+
+def _looks_like_pattern(arg: str) -> bool:
+    return arg.startswith("//") or arg.startswith(":") or arg.startswith("@")
+
+
+class _Main(click.Group):
+    """A group whose default command is `build` when the first word is a label."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and _looks_like_pattern(args[0]):
+            return "build", self.commands["build"], args
+        return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MbuildError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-C", "directory", type=click.Path(file_okay=False, exists=True), help="Run as if started in DIRECTORY.")
+@click.version_option(package_name="mbuild")
+def main(directory: str | None) -> None:
+    """mbuild: a content-addressed build and cache engine for ML pipelines.
+
+    \b
+      mbuild //experiments:train_llama        build a target (same as `mbuild build ...`)
+      mbuild build //experiments/...          build every target under a package
+      mbuild build --dry-run //experiments:all   show what would run, and why
+    """
+    if directory:
+        os.chdir(directory)
+
+
+@main.command()
+@click.argument("patterns", nargs=-1, required=True)
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Local actions at once (default: [build].jobs, else the number of cores).")
+@click.option("-k", "--keep-going", is_flag=True, default=None, help="Keep building everything that does not depend on a failure.")
+@click.option("-n", "--dry-run", is_flag=True, help="Show the plan: which actions are cache hits and which would run, and why. Runs nothing.")
+@click.option("--events", type=click.Path(dir_okay=False, path_type=Path), help="Write one JSON line per action and a summary line to FILE.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only failures and the summary.")
+def build(patterns, jobs, keep_going, dry_run, events, quiet):
+    """Build targets named by labels or patterns (//pkg:name, //pkg:all, //pkg/..., //...)."""
+    from .build import build as run_build
+
+    console = Console(quiet=quiet)
+    result = run_build(patterns, jobs=jobs, keep_going=keep_going, dry_run=dry_run, events=events, console=console)
+    if dry_run:
+        _print_plan(result)
+    _print_summary(result, console)
+    sys.exit(result.summary.exit_code)
+
+
+def _print_plan(result) -> None:
+    for label, st in result.statuses.items():
+        if st.state is State.HIT:
+            click.echo(f"  hit        {label}")
+        elif st.state is State.WOULD_RUN:
+            click.echo(f"  would run  {label}  ({st.why})")
+        elif st.state is State.SKIPPED:
+            click.echo(f"  skipped    {label}")
+
+
+def _print_summary(result, console: Console) -> None:
+    s = result.summary
+    ws_root = Path.cwd()
+    parts = [f"{s.actions} action{'s' if s.actions != 1 else ''}"]
+    if result.interrupted:
+        head = "Build interrupted"
+    elif s.exit_code == 0:
+        head = "Plan" if any(st.state is State.WOULD_RUN for st in result.statuses.values()) else "Build succeeded"
+    else:
+        head = "Build FAILED"
+    for count, word in ((s.ran, "ran"), (s.cache_hits, "cache hits"), (s.failed, "failed"), (s.skipped, "skipped"), (s.not_started, "not started")):
+        if count:
+            parts.append(f"{count} {word}")
+    would = sum(st.state is State.WOULD_RUN for st in result.statuses.values())
+    if would:
+        parts.append(f"{would} would run")
+    console.error(f"{head}: {', '.join(parts)} in {s.seconds:.2f}s")
+    for label, st in result.failures:
+        console.error(f"  FAILED {label}: {st.error}")
+    skipped = [(lab, st) for lab, st in result.statuses.items() if st.state is State.SKIPPED]
+    for label, st in skipped[:10]:
+        console.error(f"  skipped {label} (depends on failed {st.because})")
+    if len(skipped) > 10:
+        console.error(f"  ... and {len(skipped) - 10} more skipped")
+    for label, path in result.outputs.items():
+        try:
+            shown = path.relative_to(ws_root)
+        except ValueError:
+            shown = path
+        click.echo(f"  {label} -> {shown}/")
+
+
+@main.command()
+@click.option("--outputs-only", is_flag=True, help="Remove materialised outputs but keep the local cache.")
+def clean(outputs_only):
+    """Remove the outputs directory and the local cache (the next build reruns or fetches everything)."""
+    ws = load_workspace()
+    targets = [ws.outputs_dir] + ([] if outputs_only else [ws.cache_dir])
+    for path in targets:
+        path = path.resolve()
+        if path == ws.root or path in ws.root.parents or path == Path.home():
+            raise MbuildError(f"refusing to remove {path}: it contains the workspace or is your home directory")
+        if path.exists():
+            shutil.rmtree(path)
+            click.echo(f"removed {ws.relpath(path)}")
+
+
+if __name__ == "__main__":
+    main()

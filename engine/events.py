@@ -1,0 +1,114 @@
+"""What a build tells the world: a JSON-lines events file for machines, short lines for people."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+# Outcomes of an action, as written to the events file.
+RAN = "ran"
+CACHE_HIT = "cache_hit"
+FAILED = "failed"
+SKIPPED = "skipped"
+
+
+@dataclass
+class ActionEvent:
+    label: str
+    key: str | None
+    status: str  # ran | cache_hit | failed | skipped
+    seconds: float
+    source: str = "local"  # where a hit came from / where the action ran
+    log: str | None = None
+    error: str | None = None
+    because: str | None = None  # for skipped: the failed dependency
+
+    def record(self) -> dict[str, Any]:
+        rec = {"label": self.label, "key": self.key, "status": self.status, "seconds": round(self.seconds, 6), "source": self.source}
+        for name in ("log", "error", "because"):
+            if (value := getattr(self, name)) is not None:
+                rec[name] = value
+        return rec
+
+
+@dataclass
+class Summary:
+    actions: int = 0
+    ran: int = 0
+    cache_hits: int = 0
+    failed: int = 0
+    skipped: int = 0
+    not_started: int = 0
+    seconds: float = 0.0
+    exit_code: int = 0
+    failures: list[dict] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "summary": {
+                "actions": self.actions,
+                "ran": self.ran,
+                "cache_hits": self.cache_hits,
+                "failed": self.failed,
+                "skipped": self.skipped,
+                "not_started": self.not_started,
+                "seconds": round(self.seconds, 6),
+                "exit_code": self.exit_code,
+            }
+        }
+
+
+class EventsFile:
+    """One JSON object per line, flushed as written so a killed build still leaves its record."""
+
+    def __init__(self, path: Path | None):
+        self._f: IO[bytes] | None = open(path, "wb") if path else None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._f is not None:
+            self._f.write(orjson.dumps(record) + b"\n")
+            self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+class Console:
+    """Short, readable progress lines on stderr: what runs, what failed, and a summary."""
+
+    def __init__(self, stream: IO[str] | None = None, quiet: bool = False):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.start = time.monotonic()
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.stream, flush=True)
+
+    def error(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def started(self, label: str, done: int, total: int) -> None:
+        self.line(f"[{done}/{total}] running {label}")
+
+    def ran(self, label: str, seconds: float, done: int, total: int) -> None:
+        self.line(f"[{done}/{total}] done    {label} ({_secs(seconds)})")
+
+    def failed(self, label: str, error: str, detail: str, log: str | None) -> None:
+        self.error(f"FAILED  {label}: {error}")
+        if detail:
+            for line in detail.rstrip().splitlines():
+                self.error(f"  | {line}")
+        if log:
+            self.error(f"  log: {log}")
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:.2f}s" if seconds < 60 else f"{int(seconds // 60)}m{seconds % 60:04.1f}s"

@@ -1,0 +1,339 @@
+"""Running one action: stage its inputs, call its rule, check and hash its outputs, publish the result.
+
+This is what a worker process (or, later, a remote job) executes. The order is what makes a crash
+at any moment safe: outputs are checked and every blob is stored before the action-cache entry
+that names them is written, so a result is never visible before all of its bytes are.
+"""
+
+from __future__ import annotations
+
+import getpass
+import importlib
+import os
+import shutil
+import socket
+import stat
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from .errors import BlobUnavailableError, CacheCorruptError
+from .labels import Label
+from .model import Resources, Rule, map_labels
+from .results import ActionResult, OutputFile, OutputLink, check_link_target, json_value
+from .stores.cas import LocalCAS
+from .stores.localdb import LocalDB
+
+_LOG_TAIL_LINES = 30
+
+
+@dataclass(frozen=True)
+class Input:
+    """One dependency as the action receives it: a source file or a producer's output tree."""
+
+    label: str
+    digest: str  # file content digest, or the producer's tree digest
+    relpath: str | None = None  # source files: path under the workspace root
+    result: ActionResult | None = None  # output trees: the producer's result (what to stage)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """Everything a worker needs to run an action, independent of the driver's state."""
+
+    key: str
+    label: str
+    rule: str  # "module:qualname" of the rule (or its implementation function)
+    config: dict[str, Any]
+    deps: dict[str, Any]  # attribute -> structure of label strings
+    inputs: dict[str, Input]  # label string -> Input
+    outputs: tuple[str, ...]
+    env: dict[str, str | None]
+    resources: Resources | None = None
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """Where a worker finds the workspace sources and the local cache."""
+
+    workspace_root: str
+    cache_dir: str
+    capture_output: bool = True  # redirect the action's stdout/stderr into its log file
+
+
+@dataclass
+class Ran:
+    result: ActionResult
+    log: str
+    hit: bool = False  # found in the cache when the worker got to it (another builder made it)
+
+
+@dataclass
+class Failed:
+    error: str  # one line
+    detail: str  # traceback, or the tail of the log
+    log: str
+
+
+@dataclass
+class InputUnavailable:
+    """An input's bytes are missing or corrupt in the store: its producer must run again."""
+
+    label: str
+    reason: str
+
+
+Outcome = Ran | Failed | InputUnavailable
+
+
+class ActionContext:
+    """What a rule implementation receives.
+
+    - `attr`: configuration attributes (`ctx.attr.vocab_size`)
+    - `inputs`: dependency attributes as paths: a source file's path, or a target's output
+      directory; lists and dicts of labels arrive as lists and dicts of paths
+    - `values`: the same structure holding each dependency target's returned value (None for files)
+    - `labels`: the same structure holding each dependency's label, as a string
+    - `out`: the output directory (everything written here is an output); `tmp`: scratch space
+    - `env`: declared environment variables (the only ones in the key)
+    """
+
+    def __init__(self, attr: dict, inputs: dict, values: dict, labels: dict, out: Path, tmp: Path, env: dict, resources):
+        self.attr = SimpleNamespace(**attr)
+        self.inputs = SimpleNamespace(**inputs)
+        self.values = SimpleNamespace(**values)
+        self.labels = SimpleNamespace(**labels)
+        self.out = out
+        self.tmp = tmp
+        self.env = env
+        self.resources = resources
+
+    def log(self, message: str) -> None:
+        print(message, flush=True)
+
+
+_stores: dict[str, tuple[LocalCAS, LocalDB]] = {}
+
+
+def open_stores(cache_dir: str) -> tuple[LocalCAS, LocalDB]:
+    """This process's handles on the local CAS and database (opened once per process)."""
+    stores = _stores.get(cache_dir)
+    if stores is None:
+        root = Path(cache_dir)
+        stores = _stores[cache_dir] = (LocalCAS(root), LocalDB(root / "db"))
+    return stores
+
+
+def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
+    """Stage, run, collect and publish one action. Never raises for the action's own failures."""
+    cas, db = open_stores(config.cache_dir)
+    existing = db.get_result(spec.key)
+    if existing is not None:
+        try:
+            return Ran(ActionResult.from_json(existing), "", hit=True)
+        except CacheCorruptError:
+            db.delete_result(spec.key)
+    cache = Path(config.cache_dir)
+    log_path = cache / "logs" / spec.key[:2] / f"{spec.key}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    exec_dir = cache / "exec" / f"{spec.key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    out, tmp, staged = exec_dir / "out", exec_dir / "tmp", exec_dir / "in"
+    for d in (out, tmp, staged):
+        d.mkdir(parents=True)
+    try:
+        try:
+            paths = _stage_inputs(spec, cas, Path(config.workspace_root), staged)
+        except _InputGone as gone:
+            return InputUnavailable(gone.label, gone.reason)
+        started = time.time()
+        with _output_to(log_path, config.capture_output):
+            try:
+                value = _invoke(spec, paths, out, tmp)
+                _check_declared(spec.outputs, out)
+            except BaseException as exc:  # the rule's own failure: report it, cache nothing
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                detail = "".join(traceback.format_exception(exc))
+                print(detail, file=sys.stderr, flush=True)
+                return Failed(_one_line(exc), _tail(log_path), str(log_path))
+        try:
+            result = _collect(out, cas, value, _meta(spec, started))
+        except ValueError as exc:
+            return Failed(str(exc), _tail(log_path), str(log_path))
+        db.put_result(spec.key, result.to_json())
+        return Ran(result, str(log_path))
+    finally:
+        shutil.rmtree(exec_dir, ignore_errors=True)
+
+
+def _stage_inputs(spec: ActionSpec, cas: LocalCAS, root: Path, staged: Path) -> dict[str, Path]:
+    """Local paths for every input: source files in place, output trees linked from the CAS (verified)."""
+    paths: dict[str, Path] = {}
+    for i, (label, inp) in enumerate(sorted(spec.inputs.items())):
+        if inp.result is None:
+            paths[label] = root / inp.relpath
+            continue
+        dest = staged / str(i)
+        try:
+            materialize_tree(inp.result, cas, dest)
+        except BlobUnavailableError as exc:
+            raise _InputGone(label, str(exc)) from None
+        paths[label] = dest
+    return paths
+
+
+class _InputGone(Exception):
+    def __init__(self, label: str, reason: str):
+        self.label, self.reason = label, reason
+
+
+def materialize_tree(result: ActionResult, cas: LocalCAS, dest: Path) -> None:
+    """Build `dest` as the output tree of `result`, every blob verified against its digest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for d in result.dirs:
+        (dest / d).mkdir(parents=True, exist_ok=True)
+    for f in result.files:
+        target = dest / f.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cas.link_to(f.digest, f.size, target, f.executable)
+    for link in result.links:
+        target = dest / link.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(link.target, target)
+
+
+def _invoke(spec: ActionSpec, paths: dict[str, Path], out: Path, tmp: Path) -> Any:
+    impl = resolve_rule(spec.rule)
+    inputs = {k: map_labels(_as_labels(v), lambda lab: paths[str(lab)]) for k, v in spec.deps.items()}
+    values = {
+        k: map_labels(_as_labels(v), lambda lab: r.value if (r := spec.inputs[str(lab)].result) else None)
+        for k, v in spec.deps.items()
+    }
+    ctx = ActionContext(spec.config, inputs, values, dict(spec.deps), out, tmp, dict(spec.env), spec.resources)
+    return json_value(impl(ctx), spec.label)
+
+
+def resolve_rule(identity: str):
+    """The implementation function named by a rule identity 'module:qualname'."""
+    module_name, _, qualname = identity.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj.impl if isinstance(obj, Rule) else obj
+
+
+def _as_labels(value: Any) -> Any:
+    """Dependency structures travel as strings; turn them back into Labels for map_labels."""
+    if isinstance(value, str):
+        return Label(*value[2:].split(":", 1))
+    if isinstance(value, list):
+        return [_as_labels(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_labels(v) for k, v in value.items()}
+    return value
+
+
+def _check_declared(outputs: tuple[str, ...], out: Path) -> None:
+    missing = []
+    for decl in outputs:
+        path = out / decl.rstrip("/")
+        if decl.endswith("/"):
+            if not path.is_dir():
+                missing.append(f"{decl} (directory)")
+        elif not (path.is_file() or path.is_symlink()):
+            missing.append(decl + (" (is a directory; declare it as '" + decl + "/')" if path.is_dir() else ""))
+    if missing:
+        raise OutputsMissing("declared outputs were not created: " + ", ".join(missing))
+
+
+class OutputsMissing(Exception):
+    """The action returned normally but did not create every declared output."""
+
+
+def _collect(out: Path, cas: LocalCAS, value: Any, meta: dict) -> ActionResult:
+    """Hash and store every file under `out` (consuming them) and build the result."""
+    files, links, dirs = [], [], []
+    for dirpath, dirnames, filenames in os.walk(out):
+        rel_dir = os.path.relpath(dirpath, out)
+        prefix = "" if rel_dir == "." else Path(rel_dir).as_posix() + "/"
+        for name in list(dirnames):
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                dirnames.remove(name)
+                filenames.append(name)
+            else:
+                dirs.append(prefix + name)
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            rel = prefix + name
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                links.append(OutputLink(rel, check_link_target(rel, os.readlink(full))))
+            elif stat.S_ISREG(st.st_mode):
+                digest, size = cas.put_file(Path(full), move=True)
+                files.append(OutputFile(rel, digest, size, bool(st.st_mode & 0o111)))
+            else:
+                raise ValueError(f"output {rel!r} is not a regular file, directory or symlink")
+    return ActionResult.make(files, links, dirs, value, meta)
+
+
+def _meta(spec: ActionSpec, started: float) -> dict:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in some containers
+        user = str(os.getuid())
+    return {
+        "label": spec.label,
+        "rule": spec.rule,
+        "host": socket.gethostname(),
+        "user": user,
+        "pid": os.getpid(),
+        "started": started,
+        "seconds": round(time.time() - started, 6),
+    }
+
+
+class _output_to:
+    """Send this process's stdout and stderr (file descriptors 1 and 2) to a log file for a while."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def __enter__(self):
+        self.log = open(self.path, "wb")
+        if self.enabled:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self.saved = (os.dup(1), os.dup(2))
+            os.dup2(self.log.fileno(), 1)
+            os.dup2(self.log.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(self.saved[0], 1)
+            os.dup2(self.saved[1], 2)
+            os.close(self.saved[0])
+            os.close(self.saved[1])
+        self.log.close()
+        return False
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        data = path.read_bytes()[-64 * 1024 :]
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])

@@ -1,0 +1,161 @@
+"""Action results: the output manifest and returned value of one action, as cached.
+
+A result is stored as JSON (orjson), never pickle. Reading one validates everything before it is
+believed: types, digest syntax, that every path stays inside the output directory, and that the
+recorded `tree` digest matches the content. Any mismatch is a `CacheCorruptError` (a miss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import orjson
+
+from .digests import digest_bytes, is_digest
+from .encoding import encode
+from .errors import CacheCorruptError
+
+RESULT_FORMAT = 1
+MAX_VALUE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFile:
+    path: str
+    digest: str
+    size: int
+    executable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLink:
+    """A symbolic link inside the output directory; `target` is relative and stays inside."""
+
+    path: str
+    target: str
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    files: tuple[OutputFile, ...]
+    links: tuple[OutputLink, ...] = ()
+    dirs: tuple[str, ...] = ()  # directories, so empty ones survive
+    value: Any = None  # what the rule returned (JSON)
+    meta: dict = field(default_factory=dict)  # who ran it, when, how long: not part of `tree`
+    tree: str = ""  # digest of files, links, dirs and value: what dependents' keys see
+
+    @staticmethod
+    def make(files, links=(), dirs=(), value=None, meta=None) -> ActionResult:
+        files = tuple(sorted(files, key=lambda f: f.path))
+        links = tuple(sorted(links, key=lambda link: link.path))
+        dirs = tuple(sorted(dirs))
+        return ActionResult(files, links, dirs, value, meta or {}, tree_digest(files, links, dirs, value))
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "format": RESULT_FORMAT,
+                "files": [[f.path, f.digest, f.size, f.executable] for f in self.files],
+                "links": [[link.path, link.target] for link in self.links],
+                "dirs": list(self.dirs),
+                "value": self.value,
+                "meta": self.meta,
+                "tree": self.tree,
+            }
+        )
+
+    @staticmethod
+    def from_json(data: bytes) -> ActionResult:
+        """Parse and validate a stored result; raises CacheCorruptError on anything unexpected."""
+        try:
+            raw = orjson.loads(data)
+            if not isinstance(raw, dict) or raw.get("format") != RESULT_FORMAT:
+                raise ValueError("unknown format")
+            files = tuple(_file(entry) for entry in raw["files"])
+            links = tuple(_link(entry) for entry in raw["links"])
+            dirs = tuple(_path(d) for d in raw["dirs"])
+            meta = raw["meta"]
+            if not isinstance(meta, dict):
+                raise ValueError("meta is not an object")
+            value = raw["value"]
+            tree = raw["tree"]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise CacheCorruptError(f"unreadable action result: {exc}") from None
+        result = ActionResult.make(files, links, dirs, value, meta)
+        if result.tree != tree:
+            raise CacheCorruptError("action result does not match its tree digest")
+        paths = [f.path for f in files] + [link.path for link in links]
+        if len(set(paths)) != len(paths):
+            raise CacheCorruptError("action result names one path twice")
+        return result
+
+
+def tree_digest(files, links, dirs, value) -> str:
+    return digest_bytes(
+        encode(
+            [
+                [[f.path, f.digest, f.size, f.executable] for f in files],
+                [[link.path, link.target] for link in links],
+                list(dirs),
+                value,
+            ]
+        )
+    )
+
+
+def check_relpath(path: str) -> str:
+    """`path` if it is a plain relative path that stays inside its directory, else ValueError."""
+    if not isinstance(path, str) or path == "" or "\\" in path or "\0" in path:
+        raise ValueError(f"bad path {path!r}")
+    p = PurePosixPath(path)
+    if p.is_absolute() or any(part in ("..", ".", "") for part in path.split("/")):
+        raise ValueError(f"path {path!r} leaves the output directory or is not normalised")
+    return path
+
+
+def check_link_target(path: str, target: str) -> str:
+    """A link's target must be relative and resolve inside the output directory."""
+    if not isinstance(target, str) or target == "" or target.startswith("/") or "\0" in target:
+        raise ValueError(f"link {path!r} -> {target!r} is absolute or empty")
+    depth = len(path.split("/")) - 1
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"link {path!r} -> {target!r} leaves the output directory")
+        elif part not in ("", "."):
+            depth += 1
+    return target
+
+
+def _path(path: Any) -> str:
+    return check_relpath(path)
+
+
+def _file(entry: Any) -> OutputFile:
+    path, digest, size, executable = entry
+    if not is_digest(digest) or type(size) is not int or size < 0 or type(executable) is not bool:
+        raise ValueError(f"bad file entry {entry!r}")
+    return OutputFile(_path(path), digest, size, executable)
+
+
+def _link(entry: Any) -> OutputLink:
+    path, target = entry
+    return OutputLink(_path(path), check_link_target(path, target))
+
+
+def json_value(value: Any, where: str) -> Any:
+    """A rule's return value as it will read back from the cache (checks it is JSON and small)."""
+    try:
+        data = orjson.dumps(value)
+    except TypeError as exc:
+        raise TypeError(f"{where} returned a value that is not JSON: {exc}") from None
+    if len(data) > MAX_VALUE_BYTES:
+        raise TypeError(f"{where} returned {len(data)} bytes of value; keep it under {MAX_VALUE_BYTES} (write big data to an output file)")
+    return orjson.loads(data)

@@ -1,0 +1,436 @@
+"""The scheduler: walk the graph in dependency order, key each action once its inputs are known,
+answer hits from the cache, and run misses concurrently in the worker pool.
+
+Early cutoff falls out of the keys: a dependent's key holds its dependencies' *output* digests, so
+a dependency that reruns and produces identical bytes leaves its dependents' keys (and hits) as
+they were. A result whose bytes turn out missing or corrupt when they are needed is dropped and
+its action reruns, never served.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from .codeprint import CodePrinter
+from .digests import digest_bytes
+from .encoding import encode
+from .errors import BlobUnavailableError, CacheCorruptError, MbuildError
+from .events import CACHE_HIT, FAILED, RAN, SKIPPED, ActionEvent, Console, EventsFile, Summary
+from .execute import ActionSpec, ExecConfig, Failed, Input, InputUnavailable, Ran, open_stores, run_action
+from .graph import Graph
+from .keys import KeyParts, file_input, tree_input
+from .labels import Label
+from .materialize import materialize
+from .model import SourceFile, Target, iter_labels, map_labels
+from .results import ActionResult
+from .workers import WorkerDied, WorkerPool
+from .workspace import Workspace
+
+_MAX_RERUNS = 2  # times an action reruns because a dependency's stored bytes went bad
+
+
+class State(Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    HIT = "hit"
+    RAN = "ran"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    WOULD_RUN = "would_run"  # dry runs only
+
+
+_RESOLVED = (State.HIT, State.RAN)
+
+
+@dataclass
+class BuildOptions:
+    jobs: int
+    keep_going: bool = False
+    dry_run: bool = False
+    events: Path | None = None
+
+
+@dataclass
+class NodeStatus:
+    state: State = State.WAITING
+    key: str | None = None
+    parts: KeyParts | None = None
+    digest: str | None = None  # file digest (sources) or tree digest (targets)
+    result: ActionResult | None = None
+    seconds: float = 0.0
+    source: str = "local"
+    log: str | None = None
+    error: str | None = None
+    because: str | None = None  # the failed dependency this was skipped for
+    why: str | None = None  # dry runs: why it would run
+    reruns: int = 0
+    waiters: list[int] = field(default_factory=list)  # nodes waiting for this one to rerun
+
+
+@dataclass
+class BuildResult:
+    summary: Summary
+    statuses: dict[Label, NodeStatus]
+    outputs: dict[Label, Path]
+    failures: list[tuple[Label, NodeStatus]]
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.summary.exit_code == 0
+
+
+class Scheduler:
+    def __init__(self, workspace: Workspace, graph: Graph, requested: list[Label], options: BuildOptions, console: Console | None = None):
+        self.ws = workspace
+        self.graph = graph
+        self.requested = set(requested)
+        self.options = options
+        self.console = console or Console()
+        self.status = [NodeStatus() for _ in graph.order]
+        self.pending = [len(d) for d in graph.deps]
+        self.ready: list[int] = []
+        self.running: dict[int, Any] = {}
+        self.done: queue.Queue = queue.Queue()
+        self.stopping = False
+        self.pool: WorkerPool | None = None
+        self.cas, self.db = open_stores(str(workspace.cache_dir))
+        _ensure_gitignored(workspace.cache_dir)
+        self.codeprinter = CodePrinter(workspace.root)
+        self.exec_config = ExecConfig(str(workspace.root), str(workspace.cache_dir))
+        self.events = EventsFile(options.events)
+        self.outputs: dict[Label, Path] = {}
+        self.actions = sum(isinstance(n, Target) for n in graph.order)
+        self.finished = 0
+        self.env_values = os.environ
+
+    # --- driving ---------------------------------------------------------------------------------
+
+    def run(self) -> BuildResult:
+        start = time.monotonic()
+        interrupted = False
+        try:
+            self._hash_sources()
+            self.ready = [i for i, n in enumerate(self.pending) if n == 0]
+            while True:
+                while self.ready and not self.stopping:
+                    self._visit(self.ready.pop())
+                if not self.running:
+                    break
+                self._handle(*self.done.get())
+        except KeyboardInterrupt:
+            interrupted = True
+            self.console.error(f"\nInterrupted: stopping {len(self.running)} running action(s); nothing partial is cached.")
+            if self.pool is not None:
+                for task in list(self.running.values()):
+                    self.pool.cancel(task)
+        finally:
+            if self.pool is not None:
+                self.pool.close(kill=interrupted)
+            self._save_label_records()
+        return self._finish(time.monotonic() - start, interrupted)
+
+    def _hash_sources(self) -> None:
+        sources = [(i, n) for i, n in enumerate(self.graph.order) if isinstance(n, SourceFile)]
+        if not sources:
+            return
+        try:
+            digests = self.db.source_digests([str(self.ws.root / n.relpath) for _, n in sources])
+        except FileNotFoundError as exc:
+            raise MbuildError(f"source file disappeared while building: {exc.filename}") from None
+        for (i, _), digest in zip(sources, digests):
+            self.status[i].digest = digest
+            self.status[i].state = State.HIT
+
+    def _visit(self, i: int) -> None:
+        node = self.graph.order[i]
+        st = self.status[i]
+        if isinstance(node, SourceFile):
+            self._resolved(i)
+            return
+        blocked = [d for d in self.graph.deps[i] if self.status[d].state in (State.FAILED, State.SKIPPED)]
+        if blocked:
+            d = blocked[0]
+            root = self.status[d].because or str(self.graph.order[d].label)
+            self._settle(i, State.SKIPPED, because=root)
+            return
+        unknown = [d for d in self.graph.deps[i] if self.status[d].state is State.WOULD_RUN]
+        if unknown:
+            st.state = State.WOULD_RUN
+            st.why = f"dependency {self.graph.order[unknown[0]].label} will run, so its output may change"
+            self._resolved(i)
+            return
+        st.parts = self._key_parts(node, i)
+        st.key = st.parts.key()
+        result = self._lookup(st.key)
+        if result is not None:
+            st.result, st.digest = result, result.tree
+            self._settle(i, State.HIT)
+            return
+        if self.options.dry_run:
+            st.state = State.WOULD_RUN
+            st.why = self._explain_miss(node, st.parts)
+            self._resolved(i)
+            return
+        self._submit(i)
+
+    def _lookup(self, key: str) -> ActionResult | None:
+        data = self.db.get_result(key)
+        if data is None:
+            return None
+        try:
+            return ActionResult.from_json(data)
+        except CacheCorruptError as exc:
+            self.console.line(f"warning: dropping corrupt cache entry {key}: {exc}")
+            self.db.delete_result(key)
+            return None
+
+    def _submit(self, i: int) -> None:
+        node: Target = self.graph.order[i]
+        st = self.status[i]
+        if self.pool is None:
+            self.pool = WorkerPool(self.options.jobs, lambda task, payload, exc: self.done.put((task.tag, payload, exc)))
+        st.state = State.RUNNING
+        st.seconds = time.monotonic()
+        self.console.started(str(node.label), self.finished, self.actions)
+        self.running[i] = self.pool.submit(run_action, (self._spec(i), self.exec_config), i)
+
+    def _handle(self, i: int, outcome: Any, exc: BaseException | None) -> None:
+        self.running.pop(i, None)
+        st = self.status[i]
+        node = self.graph.order[i]
+        st.seconds = time.monotonic() - st.seconds
+        if exc is not None:
+            detail = str(exc) if isinstance(exc, WorkerDied) else str(exc).rstrip()
+            error = f"worker failed: {exc}" if isinstance(exc, WorkerDied) else "internal error while running the action"
+            self._fail(i, error, detail if not isinstance(exc, WorkerDied) else "", None)
+            return
+        if isinstance(outcome, Ran):
+            st.result, st.digest, st.log = outcome.result, outcome.result.tree, outcome.log or None
+            if outcome.hit:
+                self._settle(i, State.HIT)
+            else:
+                self.console.ran(str(node.label), st.seconds, self.finished + 1, self.actions)
+                self._settle(i, State.RAN)
+        elif isinstance(outcome, Failed):
+            self._fail(i, outcome.error, outcome.detail, outcome.log)
+        elif isinstance(outcome, InputUnavailable):
+            self._input_unavailable(i, outcome)
+
+    def _input_unavailable(self, i: int, outcome: InputUnavailable) -> None:
+        """A dependency's stored bytes went bad: drop its entry, rerun it, then retry this action."""
+        producer = self.graph.index[Label(*outcome.label[2:].split(":", 1))]
+        pst = self.status[producer]
+        self.console.line(f"warning: output of {outcome.label} is unusable ({outcome.reason}); rebuilding it")
+        if pst.reruns >= _MAX_RERUNS:
+            self._fail(i, f"input {outcome.label} keeps coming back unusable: {outcome.reason}", "", None)
+            return
+        pst.reruns += 1
+        if pst.key:
+            self.db.delete_result(pst.key)
+        self.status[i].state = State.WAITING
+        pst.waiters.append(i)
+        if producer not in self.running:
+            self.finished -= 1  # it finishes again
+            self._submit(producer)
+
+    def _fail(self, i: int, error: str, detail: str, log: str | None) -> None:
+        st = self.status[i]
+        st.error, st.log = error, log
+        self.console.failed(str(self.graph.order[i].label), error, detail, log)
+        self._settle(i, State.FAILED)
+        if not self.options.keep_going:
+            if self.running and not self.stopping:
+                self.console.line(f"waiting for {len(self.running)} running action(s) to finish (use --keep-going to build everything that does not depend on the failure)")
+            self.stopping = True
+
+    def _settle(self, i: int, state: State, because: str | None = None) -> None:
+        """A target reached a final state: record it, materialise it if requested, release dependents."""
+        st = self.status[i]
+        st.state = state
+        st.because = because
+        node = self.graph.order[i]
+        if state in _RESOLVED and node.label in self.requested and not self.options.dry_run:
+            try:
+                self.outputs[node.label] = materialize(self.ws, node.label, st.result, self.cas)
+            except BlobUnavailableError as exc:
+                if st.reruns < _MAX_RERUNS:
+                    self.console.line(f"warning: cached output of {node.label} is unusable ({exc.reason}); rebuilding it")
+                    st.reruns += 1
+                    self.db.delete_result(st.key)
+                    self._submit(i)
+                    return
+                st.error = str(exc)
+                state = st.state = State.FAILED
+        self.finished += 1
+        self.events.write(
+            ActionEvent(
+                str(node.label), st.key, _EVENT_STATUS[state], st.seconds if state is State.RAN or state is State.FAILED else 0.0,
+                st.source, st.log, st.error, st.because,
+            ).record()
+        )
+        self._resolved(i)
+
+    def _resolved(self, i: int) -> None:
+        waiters = self.status[i].waiters
+        if waiters:
+            self.status[i].waiters = []
+            self.ready.extend(waiters)
+            return
+        for r in self.graph.rdeps[i]:
+            self.pending[r] -= 1
+            if self.pending[r] == 0:
+                self.ready.append(r)
+
+    # --- keys and specs --------------------------------------------------------------------------
+
+    def _key_parts(self, node: Target, i: int) -> KeyParts:
+        def describe(label: Label) -> list:
+            d = self.graph.index[label]
+            dep = self.graph.order[d]
+            if isinstance(dep, SourceFile):
+                return file_input(dep.relpath, self.status[d].digest)
+            return tree_input(str(label), self.status[d].digest)
+
+        code_modules = [node.rule.module] + [v for k, v in node.config.items() if node.rule.attrs[k].kind == "code" and v]
+        code_modules = [m.partition(":")[0] for m in code_modules]
+        return KeyParts(
+            rule=f"{node.rule.identity}@{node.rule.version}",
+            code=self.codeprinter.fingerprint(code_modules).digest,
+            config=node.config_bytes,
+            outputs=node.outputs,
+            inputs={k: map_labels(v, describe) for k, v in node.deps.items()},
+            env={name: self.env_values.get(name) for name in node.env},
+            salt=self.ws.settings.workspace.salt,
+        )
+
+    def _spec(self, i: int) -> ActionSpec:
+        node: Target = self.graph.order[i]
+        inputs = {}
+        for label in node.all_deps():
+            d = self.graph.index[label]
+            dep, dst = self.graph.order[d], self.status[d]
+            if isinstance(dep, SourceFile):
+                inputs[str(label)] = Input(str(label), dst.digest, relpath=dep.relpath)
+            else:
+                inputs[str(label)] = Input(str(label), dst.digest, result=dst.result)
+        return ActionSpec(
+            key=self.status[i].key,
+            label=str(node.label),
+            rule=node.rule.identity,
+            config=node.config,
+            deps={k: map_labels(v, str) for k, v in node.deps.items()},
+            inputs=inputs,
+            outputs=node.outputs,
+            env=self.status[i].parts.env,
+            resources=node.resources,
+        )
+
+    # --- explanations ----------------------------------------------------------------------------
+
+    def _explain_miss(self, node: Target, parts: KeyParts) -> str:
+        previous = self.db.get_label(str(node.label))
+        if previous is None:
+            return "never built"
+        now = _parts_record(node, parts, self.codeprinter)
+        changes = []
+        if previous.get("salt") != now["salt"]:
+            changes.append("workspace salt changed")
+        if previous.get("rule") != now["rule"]:
+            changes.append(f"rule changed: {previous.get('rule')} -> {now['rule']}")
+        if previous.get("code") != now["code"]:
+            before = dict(previous.get("modules", []))
+            changed = sorted(m for m, d in now["modules"] if before.get(m) != d) or ["(module set)"]
+            changes.append("rule code changed: " + ", ".join(changed))
+        for name, (digest, shown) in now["config"].items():
+            old = previous.get("config", {}).get(name)
+            if old is None or old[0] != digest:
+                changes.append(f"config {name!r}: {old[1] if old else '(new)'} -> {shown}")
+        for name, digest in now["inputs"].items():
+            if previous.get("inputs", {}).get(name) != digest:
+                changes.append(f"input {name!r} changed")
+        if previous.get("env") != now["env"]:
+            changes.append("declared environment changed")
+        if previous.get("outputs") != now["outputs"]:
+            changes.append("declared outputs changed")
+        if not changes:
+            return "no cache entry for this key (evicted, or built elsewhere)"
+        return "; ".join(changes)
+
+    def _save_label_records(self) -> None:
+        """Remember each target's latest key and its parts, so later builds can say what changed."""
+        records = {}
+        for i, node in enumerate(self.graph.order):
+            st = self.status[i]
+            if isinstance(node, Target) and st.state in _RESOLVED and st.parts is not None:
+                previous = self.db.get_label(str(node.label))
+                if previous is None or previous.get("key") != st.key:
+                    records[str(node.label)] = _parts_record(node, st.parts, self.codeprinter) | {"key": st.key}
+        self.db.put_labels(records)
+
+    # --- the end ---------------------------------------------------------------------------------
+
+    def _finish(self, seconds: float, interrupted: bool) -> BuildResult:
+        summary = Summary(seconds=seconds)
+        failures = []
+        statuses = {}
+        for i, node in enumerate(self.graph.order):
+            if not isinstance(node, Target):
+                continue
+            st = self.status[i]
+            statuses[node.label] = st
+            summary.actions += 1
+            if st.state is State.RAN:
+                summary.ran += 1
+            elif st.state is State.HIT:
+                summary.cache_hits += 1
+            elif st.state is State.FAILED:
+                summary.failed += 1
+                failures.append((node.label, st))
+            elif st.state is State.SKIPPED:
+                summary.skipped += 1
+            elif st.state is not State.WOULD_RUN:
+                summary.not_started += 1
+        if interrupted:
+            summary.exit_code = 130
+        elif summary.failed or summary.skipped or summary.not_started:
+            summary.exit_code = 1
+        summary.failures = [{"label": str(lab), "error": st.error} for lab, st in failures]
+        self.events.write(summary.record())
+        self.events.close()
+        return BuildResult(summary, statuses, self.outputs, failures, interrupted)
+
+
+_EVENT_STATUS = {State.RAN: RAN, State.HIT: CACHE_HIT, State.FAILED: FAILED, State.SKIPPED: SKIPPED}
+
+
+def _parts_record(node: Target, parts: KeyParts, codeprinter: CodePrinter) -> dict:
+    modules = [node.rule.module] + [v.partition(":")[0] for k, v in node.config.items() if node.rule.attrs[k].kind == "code" and v]
+    return {
+        "salt": digest_bytes(parts.salt.encode()),
+        "rule": parts.rule,
+        "code": parts.code,
+        "modules": [list(p) for p in codeprinter.fingerprint(modules).modules],
+        "config": {k: [digest_bytes(encode(v)), _short(v)] for k, v in node.config.items()},
+        "inputs": {k: digest_bytes(encode(v)) for k, v in parts.inputs.items()},
+        "env": digest_bytes(encode(parts.env)),
+        "outputs": list(parts.outputs),
+    }
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _ensure_gitignored(cache_dir: Path) -> None:
+    marker = cache_dir / ".gitignore"
+    if not marker.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text("# written by mbuild: the local cache\n*\n")

@@ -1,0 +1,141 @@
+"""The workspace: the directory holding WORKSPACE.toml, and the settings read from it.
+
+Settings are typed dataclasses, one per TOML table. An unknown table or key, or a value of the
+wrong type, is a `WorkspaceError` naming the file and the key (with a "did you mean").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import WorkspaceError, did_you_mean
+
+WORKSPACE_FILE = "WORKSPACE.toml"
+BUILD_FILE = "BUILD.py"
+
+
+@dataclass(frozen=True)
+class WorkspaceSection:
+    """[workspace]"""
+
+    name: str = ""
+    # Mixed into every action key: changing it disowns every cache entry made before.
+    salt: str = ""
+
+
+@dataclass(frozen=True)
+class BuildSection:
+    """[build]"""
+
+    # Local actions at once; 0 means the number of cores.
+    jobs: int = 0
+    # Local action cache (LMDB) and content-addressed store. Relative to the workspace root.
+    cache_dir: str = ".mbuild/cache"
+    # Where outputs of requested targets are materialised, one stable directory per target.
+    outputs_dir: str = "mbuild-out"
+    keep_going: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    workspace: WorkspaceSection = field(default_factory=WorkspaceSection)
+    build: BuildSection = field(default_factory=BuildSection)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A workspace root and its settings, with the derived absolute directories."""
+
+    root: Path
+    settings: Settings
+
+    @property
+    def cache_dir(self) -> Path:
+        return self._resolve(self.settings.build.cache_dir)
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self._resolve(self.settings.build.outputs_dir)
+
+    @property
+    def jobs(self) -> int:
+        return self.settings.build.jobs or (os.cpu_count() or 1)
+
+    def _resolve(self, setting: str) -> Path:
+        path = Path(os.path.expanduser(setting))
+        return path if path.is_absolute() else self.root / path
+
+    def relpath(self, path: Path) -> str:
+        """`path` relative to the root, for messages (absolute if outside)."""
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+
+def find_root(start: Path) -> Path:
+    """Walk up from `start` to the nearest directory holding WORKSPACE.toml."""
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        if (directory / WORKSPACE_FILE).is_file():
+            return directory
+    raise WorkspaceError(
+        f"no {WORKSPACE_FILE} found in {start} or any parent directory; "
+        f"create one at your project's root (it may be empty)"
+    )
+
+
+def load_workspace(start: Path | None = None) -> Workspace:
+    root = find_root(start or Path.cwd())
+    return Workspace(root=root, settings=read_settings(root / WORKSPACE_FILE))
+
+
+def read_settings(path: Path) -> Settings:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise WorkspaceError(f"{path.name}: {exc}") from None
+    except OSError as exc:
+        raise WorkspaceError(f"{path}: cannot read: {exc.strerror}") from None
+    return _build(Settings, data, path.name, "")
+
+
+def _build(cls: type, data: dict, file: str, prefix: str):
+    """Construct dataclass `cls` from a TOML table, checking keys and types."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else key
+        if key not in known:
+            kind = "table" if not prefix else "setting"
+            shown = f"[{key}]" if not prefix else f"[{prefix}].{key}"
+            raise WorkspaceError(f"{file}: unknown {kind} {shown}{did_you_mean(key, known)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise WorkspaceError(f"{file}: [{where}] must be a table, got {type(value).__name__}")
+            values[key] = _build(hint, value, file, where)
+        else:
+            values[key] = _check_type(value, hint, file, prefix, key)
+    return cls(**values)
+
+
+def _check_type(value, hint, file: str, table: str, key: str):
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    allowed_types = tuple(type(None) if a is None else typing.get_origin(a) or a for a in allowed)
+    ok = isinstance(value, allowed_types) and not (isinstance(value, bool) and bool not in allowed_types)
+    if float in allowed_types and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        names = " or ".join("none" if a is type(None) else a.__name__ for a in allowed_types)
+        raise WorkspaceError(
+            f"{file}: [{table}].{key} must be {names}, got {type(value).__name__} {value!r}"
+        )
+    return value
