@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import sys
@@ -19,8 +20,18 @@ def _looks_like_pattern(arg: str) -> bool:
     return arg.startswith("//") or arg.startswith(":") or arg.startswith("@")
 
 
+_MAX_OUTPUT_LINES = 20
+_GROUP_OPTIONS = ("-C", "-h", "--help", "--version")
+
+
 class _Main(click.Group):
     """A group whose default command is `build` when the first word is a label."""
+
+    def parse_args(self, ctx, args):
+        # `mbuild -j 4 //x` and `mbuild //x`: anything that is not a command or a group option builds.
+        if args and args[0] not in self.commands and args[0] not in _GROUP_OPTIONS and not args[0].startswith("-C"):
+            args = ["build", *args]
+        return super().parse_args(ctx, args)
 
     def resolve_command(self, ctx, args):
         if args and args[0] not in self.commands and _looks_like_pattern(args[0]):
@@ -61,6 +72,7 @@ def build(patterns, jobs, keep_going, dry_run, events, quiet):
     """Build targets named by labels or patterns (//pkg:name, //pkg:all, //pkg/..., //...)."""
     from .build import build as run_build
 
+    gc.disable()  # a build allocates many long-lived objects and makes no garbage cycles worth collecting
     console = Console(quiet=quiet)
     result = run_build(patterns, jobs=jobs, keep_going=keep_going, dry_run=dry_run, events=events, console=console)
     if dry_run:
@@ -103,12 +115,12 @@ def _print_summary(result, console: Console) -> None:
         console.error(f"  skipped {label} (depends on failed {st.because})")
     if len(skipped) > 10:
         console.error(f"  ... and {len(skipped) - 10} more skipped")
-    for label, path in result.outputs.items():
-        try:
-            shown = path.relative_to(ws_root)
-        except ValueError:
-            shown = path
-        click.echo(f"  {label} -> {shown}/")
+    shown = list(result.outputs.items())
+    for label, path in shown[:_MAX_OUTPUT_LINES]:
+        rel = os.path.relpath(path, ws_root)
+        click.echo(f"  {label} -> {path if rel.startswith('..') else rel}/")
+    if len(shown) > _MAX_OUTPUT_LINES:
+        click.echo(f"  ... and {len(shown) - _MAX_OUTPUT_LINES} more under {os.path.relpath(shown[0][1].parents[1], ws_root)}/")
 
 
 @main.command()

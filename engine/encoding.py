@@ -28,110 +28,149 @@ _pack_double = struct.Struct(">d").pack
 def encode(value: Any, path: str = "value") -> bytes:
     """The canonical bytes of `value`; `path` names it in errors (e.g. "config.optimizer")."""
     out = bytearray()
-    _encode(value, out, path, 0)
+    try:
+        _encode(value, out, 0)
+    except _Refused:
+        _locate(value, path, 0)  # raises EncodingError naming where the refused part sits
+        raise AssertionError("unreachable")  # pragma: no cover
     return bytes(out)
 
 
-def _netstring(tag: bytes, data: bytes, out: bytearray) -> None:
-    out += tag
-    out += str(len(data)).encode()
-    out += b":"
-    out += data
+class _Refused(Exception):
+    """Raised on the fast path; `encode` then walks the value again to name the culprit."""
 
 
 def _qualname(obj_type: type) -> str:
     return f"{obj_type.__module__}.{obj_type.__qualname__}"
 
 
-def _encode(value: Any, out: bytearray, path: str, depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        raise EncodingError(path, f"nested deeper than {_MAX_DEPTH} levels (a cycle?)")
+def _encode(value: Any, out: bytearray, depth: int) -> None:
     t = type(value)
-    if value is None:
+    if t is str:
+        b = value.encode("utf-8", "surrogatepass")
+        out += b"s%d:" % len(b)
+        out += b
+    elif t is int:
+        out += b"i%d;" % value
+    elif value is None:
         out += b"N"
     elif t is bool:
         out += b"T" if value else b"F"
-    elif t is int:
-        out += b"i"
-        out += str(value).encode()
-        out += b";"
     elif t is float:
         out += b"f"
         out += _NAN if value != value else _pack_double(value)
-    elif t is str:
-        _netstring(b"s", value.encode("utf-8", "surrogatepass"), out)
-    elif t is bytes:
-        _netstring(b"b", value, out)
     elif t is list or t is tuple:
-        out += b"l"
-        out += str(len(value)).encode()
-        out += b":"
-        for i, item in enumerate(value):
-            _encode(item, out, f"{path}[{i}]", depth + 1)
+        if depth > _MAX_DEPTH:
+            raise _Refused
+        out += b"l%d:" % len(value)
+        for item in value:
+            if type(item) is str:
+                b = item.encode("utf-8", "surrogatepass")
+                out += b"s%d:" % len(b)
+                out += b
+            else:
+                _encode(item, out, depth + 1)
     elif t is dict:
-        _encode_dict(value, out, path, depth)
+        _encode_dict(value, out, depth)
+    elif t is bytes:
+        out += b"b%d:" % len(value)
+        out += value
     elif t is set or t is frozenset:
-        _encode_set(value, out, path, depth)
+        _encode_set(value, out, depth)
     elif t is Label:
-        _netstring(b"L", str(value).encode(), out)
+        b = str(value).encode()
+        out += b"L%d:" % len(b)
+        out += b
     elif isinstance(value, Enum):
-        out += b"e"
-        _netstring(b"s", _qualname(t).encode(), out)
-        _netstring(b"s", value.name.encode(), out)
+        q, n = _qualname(t).encode(), value.name.encode()
+        out += b"es%d:%bs%d:%b" % (len(q), q, len(n), n)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out += b"c"
-        _netstring(b"s", _qualname(t).encode(), out)
-        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        _encode_dict(fields, out, path, depth, field_style=True)
+        q = _qualname(t).encode()
+        out += b"cs%d:" % len(q)
+        out += q
+        _encode_dict({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, out, depth)
     elif isinstance(value, PurePath):
         if value.is_absolute():
-            raise EncodingError(path, f"absolute path {str(value)!r} cannot go into a key; use a path relative to the workspace or a dependency")
-        _netstring(b"p", value.as_posix().encode(), out)
-    elif isinstance(value, (bool, int, float, str, bytes, list, tuple, dict)):
+            raise _Refused
+        b = value.as_posix().encode()
+        out += b"p%d:" % len(b)
+        out += b
+    elif isinstance(value, (int, float, str, bytes, list, tuple, dict)):
         # Subclasses of builtins (IntEnum is handled above): encode as the base type.
-        for base in (bool, int, float, str, bytes, list, tuple, dict):
+        for base in (int, float, str, bytes, list, tuple, dict):
             if isinstance(value, base):
-                _encode(base(value), out, path, depth)
+                _encode(base(value), out, depth)
                 return
     else:
-        raise EncodingError(path, _refusal(value))
+        raise _Refused
 
 
-def _encode_dict(value: dict, out: bytearray, path: str, depth: int, field_style: bool = False) -> None:
+def _encode_dict(value: dict, out: bytearray, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise _Refused
     entries = []
     for k, v in value.items():
-        if type(k) not in (str, int, bool) and not isinstance(k, Enum):
-            raise EncodingError(path, f"dict key {k!r} of type {type(k).__name__} is not allowed (use str, int, bool or an Enum)")
-        key_bytes = encode(k, path)
-        sub = f"{path}.{k}" if field_style or type(k) is str else f"{path}[{k!r}]"
+        tk = type(k)
+        if tk is str:
+            b = k.encode("utf-8", "surrogatepass")
+            key_bytes = b"s%d:%b" % (len(b), b)
+        elif tk is int or tk is bool or isinstance(k, Enum):
+            key_bytes = bytearray()
+            _encode(k, key_bytes, depth)
+        else:
+            raise _Refused
         val = bytearray()
-        _encode(v, val, sub, depth + 1)
-        entries.append((key_bytes, val))
+        _encode(v, val, depth + 1)
+        entries.append((bytes(key_bytes), val))
     entries.sort(key=lambda kv: kv[0])
-    out += b"d"
-    out += str(len(entries)).encode()
-    out += b":"
+    out += b"d%d:" % len(entries)
     for key_bytes, val in entries:
         out += key_bytes
         out += val
 
 
-def _encode_set(value: set | frozenset, out: bytearray, path: str, depth: int) -> None:
-    kinds = {type(v) for v in value}
-    if len(kinds) > 1:
-        names = ", ".join(sorted(k.__name__ for k in kinds))
-        raise EncodingError(path, f"a set of mixed types ({names}) has no deterministic order; use a list")
+def _encode_set(value: set | frozenset, out: bytearray, depth: int) -> None:
+    if len({type(v) for v in value}) > 1 or depth > _MAX_DEPTH:
+        raise _Refused
     members = []
     for v in value:
         item = bytearray()
-        _encode(v, item, f"{path}{{}}", depth + 1)
+        _encode(v, item, depth + 1)
         members.append(bytes(item))
     members.sort()
-    out += b"S"
-    out += str(len(members)).encode()
-    out += b":"
+    out += b"S%d:" % len(members)
     for m in members:
         out += m
+
+
+def _locate(value: Any, path: str, depth: int) -> None:
+    """Find the first part of `value` the encoder refuses and raise an EncodingError naming it."""
+    if depth > _MAX_DEPTH:
+        raise EncodingError(path, f"nested deeper than {_MAX_DEPTH} levels (a cycle?)")
+    t = type(value)
+    if t is list or t is tuple:
+        for i, item in enumerate(value):
+            _locate(item, f"{path}[{i}]", depth + 1)
+    elif t is dict or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+        items = value.items() if t is dict else ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+        for k, v in items:
+            if type(k) not in (str, int, bool) and not isinstance(k, Enum):
+                raise EncodingError(path, f"dict key {k!r} of type {type(k).__name__} is not allowed (use str, int, bool or an Enum)")
+            _locate(v, f"{path}.{k}" if type(k) is str else f"{path}[{k!r}]", depth + 1)
+    elif t is set or t is frozenset:
+        kinds = {type(v) for v in value}
+        if len(kinds) > 1:
+            names = ", ".join(sorted(k.__name__ for k in kinds))
+            raise EncodingError(path, f"a set of mixed types ({names}) has no deterministic order; use a list")
+        for v in value:
+            _locate(v, f"{path}{{}}", depth + 1)
+    elif isinstance(value, PurePath) and value.is_absolute():
+        raise EncodingError(path, f"absolute path {str(value)!r} cannot go into a key; use a path relative to the workspace or a dependency")
+    else:
+        try:
+            _encode(value, bytearray(), depth)
+        except _Refused:
+            raise EncodingError(path, _refusal(value)) from None
 
 
 def _refusal(value: Any) -> str:

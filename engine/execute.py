@@ -14,9 +14,9 @@ import shutil
 import socket
 import stat
 import sys
+import threading
 import time
 import traceback
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +26,7 @@ from .errors import BlobUnavailableError, CacheCorruptError
 from .labels import Label
 from .model import Resources, Rule, map_labels
 from .results import ActionResult, OutputFile, OutputLink, check_link_target, json_value
+from .stores import trees
 from .stores.cas import LocalCAS
 from .stores.localdb import LocalDB
 
@@ -129,61 +130,111 @@ def open_stores(cache_dir: str) -> tuple[LocalCAS, LocalDB]:
     return stores
 
 
+class _Scratch:
+    """A worker's reusable working area: `out/` (kept empty between actions), `tmp/`, and a log file.
+
+    Creating and removing directories costs milliseconds on some file systems, so a worker makes
+    them once and reuses them; a finished `out/` is renamed into the tree cache and replaced.
+    """
+
+    def __init__(self, cache: Path):
+        self.root = cache / "exec" / f"{os.getpid()}.{threading.get_native_id()}"
+        self.out = self.root / "out"
+        self.tmp = self.root / "tmp"
+        self.log = self.root / "log"
+        for d in (self.out, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def reset(self) -> None:
+        """Make `out/` and `tmp/` empty again (cheap when the action left nothing behind)."""
+        for d in (self.out, self.tmp):
+            try:
+                entries = list(os.scandir(d))
+            except FileNotFoundError:
+                d.mkdir(parents=True)
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+
+
+_scratch: dict[tuple[str, int], _Scratch] = {}
+
+
+def _scratch_for(cache: Path) -> _Scratch:
+    key = (str(cache), threading.get_native_id())
+    scratch = _scratch.get(key)
+    if scratch is None:
+        scratch = _scratch[key] = _Scratch(cache)
+    return scratch
+
+
 def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
     """Stage, run, collect and publish one action. Never raises for the action's own failures."""
     cas, db = open_stores(config.cache_dir)
     existing = db.get_result(spec.key)
     if existing is not None:
         try:
-            return Ran(ActionResult.from_json(existing), "", hit=True)
+            return Ran(ActionResult.from_record(existing), "", hit=True)
         except CacheCorruptError:
             db.delete_result(spec.key)
     cache = Path(config.cache_dir)
-    log_path = cache / "logs" / spec.key[:2] / f"{spec.key}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    exec_dir = cache / "exec" / f"{spec.key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    out, tmp, staged = exec_dir / "out", exec_dir / "tmp", exec_dir / "in"
-    for d in (out, tmp, staged):
-        d.mkdir(parents=True)
+    scratch = _scratch_for(cache)
+    scratch.reset()
     try:
+        paths = _stage_inputs(spec, cas, Path(config.workspace_root))
+    except _InputGone as gone:
+        return InputUnavailable(gone.label, gone.reason)
+    started = time.time()
+    with _output_to(scratch.log, config.capture_output) as log:
         try:
-            paths = _stage_inputs(spec, cas, Path(config.workspace_root), staged)
-        except _InputGone as gone:
-            return InputUnavailable(gone.label, gone.reason)
-        started = time.time()
-        with _output_to(log_path, config.capture_output):
-            try:
-                value = _invoke(spec, paths, out, tmp)
-                _check_declared(spec.outputs, out)
-            except BaseException as exc:  # the rule's own failure: report it, cache nothing
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
-                detail = "".join(traceback.format_exception(exc))
-                print(detail, file=sys.stderr, flush=True)
-                return Failed(_one_line(exc), _tail(log_path), str(log_path))
-        try:
-            result = _collect(out, cas, value, _meta(spec, started))
-        except ValueError as exc:
-            return Failed(str(exc), _tail(log_path), str(log_path))
-        db.put_result(spec.key, result.to_json())
-        return Ran(result, str(log_path))
-    finally:
-        shutil.rmtree(exec_dir, ignore_errors=True)
+            value = _invoke(spec, paths, scratch.out, scratch.tmp)
+            _check_declared(spec.outputs, scratch.out)
+        except BaseException as exc:  # the rule's own failure: report it, cache nothing
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            print("".join(traceback.format_exception(exc)), file=sys.stderr, flush=True)
+            failure = exc
+        else:
+            failure = None
+    log_path = _keep_log(scratch.log, cache, spec.key, log.size(), force=failure is not None)
+    if failure is not None:
+        return Failed(_one_line(failure), _tail(Path(log_path)), log_path)
+    try:
+        result = _collect(scratch.out, cas, value, _meta(spec, started))
+    except ValueError as exc:
+        return Failed(str(exc), "", log_path or "")
+    trees.adopt(scratch.out, result, cas)
+    db.put_result(spec.key, result.to_record())
+    return Ran(result, log_path or "")
 
 
-def _stage_inputs(spec: ActionSpec, cas: LocalCAS, root: Path, staged: Path) -> dict[str, Path]:
-    """Local paths for every input: source files in place, output trees linked from the CAS (verified)."""
+def _keep_log(scratch_log: Path, cache: Path, key: str, size: int, force: bool) -> str | None:
+    """Move a non-empty (or failed) action's log to logs/<key>.log; empty logs are not kept."""
+    if size == 0 and not force:
+        return None
+    dest = cache / "logs" / f"{key}.log"
+    try:
+        os.replace(scratch_log, dest)
+    except FileNotFoundError:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(scratch_log, dest)
+    return str(dest)
+
+
+def _stage_inputs(spec: ActionSpec, cas: LocalCAS, root: Path) -> dict[str, Path]:
+    """Local paths for every input: source files in place, output trees from the tree cache (verified)."""
     paths: dict[str, Path] = {}
-    for i, (label, inp) in enumerate(sorted(spec.inputs.items())):
+    for label, inp in spec.inputs.items():
         if inp.result is None:
             paths[label] = root / inp.relpath
             continue
-        dest = staged / str(i)
         try:
-            materialize_tree(inp.result, cas, dest)
+            paths[label] = trees.ensure(inp.result, cas)
         except BlobUnavailableError as exc:
             raise _InputGone(label, str(exc)) from None
-        paths[label] = dest
     return paths
 
 
@@ -256,7 +307,7 @@ class OutputsMissing(Exception):
 
 
 def _collect(out: Path, cas: LocalCAS, value: Any, meta: dict) -> ActionResult:
-    """Hash and store every file under `out` (consuming them) and build the result."""
+    """Hash every file under `out`, make it read-only, store it in the CAS, and build the result."""
     files, links, dirs = [], [], []
     for dirpath, dirnames, filenames in os.walk(out):
         rel_dir = os.path.relpath(dirpath, out)
@@ -275,8 +326,9 @@ def _collect(out: Path, cas: LocalCAS, value: Any, meta: dict) -> ActionResult:
             if stat.S_ISLNK(st.st_mode):
                 links.append(OutputLink(rel, check_link_target(rel, os.readlink(full))))
             elif stat.S_ISREG(st.st_mode):
-                digest, size = cas.put_file(Path(full), move=True)
-                files.append(OutputFile(rel, digest, size, bool(st.st_mode & 0o111)))
+                executable = bool(st.st_mode & 0o111)
+                digest, size = cas.adopt(full, executable)
+                files.append(OutputFile(rel, digest, size, executable))
             else:
                 raise ValueError(f"output {rel!r} is not a regular file, directory or symlink")
     return ActionResult.make(files, links, dirs, value, meta)
@@ -304,8 +356,12 @@ class _output_to:
     def __init__(self, path: Path, enabled: bool):
         self.path, self.enabled = path, enabled
 
+    def size(self) -> int:
+        return os.fstat(self.log.fileno()).st_size if not self.log.closed else os.path.getsize(self.path)
+
     def __enter__(self):
-        self.log = open(self.path, "wb")
+        self.log = open(self.path, "ab")
+        self.log.truncate(0)
         if self.enabled:
             sys.stdout.flush()
             sys.stderr.flush()

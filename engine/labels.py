@@ -8,17 +8,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from .errors import LabelError
 
 # One path segment of a package or target name. Bazel allows a few more punctuation
 # characters; this set is what file systems, shells and URLs all handle without quoting.
 _SEGMENT = re.compile(r"[A-Za-z0-9_\-.+=,@~]+\Z")
+# A whole valid path (no '.'/'..' segments): the fast check; _check_path explains failures.
+_PATH = re.compile(r"(?!\.\.?(?:/|\Z))[A-Za-z0-9_\-.+=,@~]+(?:/(?!\.\.?(?:/|\Z))[A-Za-z0-9_\-.+=,@~]+)*\Z")
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Label:
-    """A target's name: the package (a directory under the workspace root) and a name in it."""
+class Label(NamedTuple):
+    """A target's name: the package (a directory under the workspace root) and a name in it.
+
+    A named tuple: hashing and comparing labels is on every hot path of a build.
+    """
 
     package: str
     name: str
@@ -35,6 +40,8 @@ class Label:
 
 
 def _check_path(text: str, path: str, what: str, allow_empty: bool) -> None:
+    if _PATH.match(path):
+        return
     if path == "":
         if allow_empty:
             return
@@ -64,8 +71,34 @@ def _split_absolute(text: str) -> tuple[str, str | None]:
     return body, None
 
 
+_parsed: dict[tuple[str, str | None], Label] = {}
+
+
+_SEG = r"(?!\.\.?(?:[/:]|\Z))[A-Za-z0-9_\-.+=,@~]+"
+_ABSOLUTE = re.compile(rf"//((?:{_SEG}(?:/{_SEG})*)?):({_SEG}(?:/{_SEG})*)\Z")
+_RELATIVE = re.compile(rf":?({_SEG}(?:/{_SEG})*)\Z")
+
+
 def parse_label(text: str, package: str | None = None) -> Label:
     """Parse an absolute label, or a relative one (`:name` or `name`) inside `package`."""
+    if type(text) is str:
+        cached = _parsed.get((text, package))
+        if cached is not None:
+            return cached
+        if m := _ABSOLUTE.match(text):
+            label = Label(m.group(1), m.group(2))
+        elif package is not None and not text.startswith("/") and (m := _RELATIVE.match(text)):
+            label = Label(package, m.group(1))
+        else:
+            label = _parse_label(text, package)
+    else:
+        label = _parse_label(text, package)
+    if len(_parsed) < 1_000_000:
+        _parsed[(text, package)] = label
+    return label
+
+
+def _parse_label(text: str, package: str | None) -> Label:
     if not isinstance(text, str):
         raise LabelError(repr(text), f"a label must be a string, not {type(text).__name__}")
     if text == "":

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import builtins
 import fnmatch
+import marshal
 import os
 import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .digests import digest_bytes
 from .errors import BuildFileError, MbuildError, NoSuchPackageError, NoSuchTargetError, RuleDefinitionError, did_you_mean
 from .labels import Label, PatternKind, TargetPattern
 from .model import _CURRENT_PACKAGE, Location, Node, SourceFile, Target, caller_line
@@ -37,7 +39,11 @@ class Package:
         return self.build_file.parent
 
     def caller_location(self) -> Location:
-        return Location(self.build_file_rel, caller_line(str(self.build_file)))
+        return Location(self.build_file_rel, caller_line(self.build_file_str))
+
+    @property
+    def build_file_str(self) -> str:
+        return self.__dict__.setdefault("_build_file_str", str(self.build_file))
 
     def add(self, target: Target) -> None:
         name = target.label.name
@@ -79,10 +85,7 @@ class Loader:
             hint = did_you_mean(name, self.all_package_names()) if name else ""
             raise NoSuchPackageError(f"no package '//{name}': {rel} does not exist{hint}") from None
         pkg = Package(name, build_file, rel)
-        try:
-            code = compile(source, str(build_file), "exec", dont_inherit=True)
-        except SyntaxError as exc:
-            raise BuildFileError(rel, exc.lineno, f"syntax error: {exc.msg}") from None
+        code = self._compile(source, build_file, rel)
         scope = {"__name__": f"BUILD:{name}", "__file__": str(build_file), "__builtins__": builtins}
         token = _CURRENT_PACKAGE.set(pkg)
         try:
@@ -94,6 +97,27 @@ class Loader:
         finally:
             _CURRENT_PACKAGE.reset(token)
         return pkg
+
+    def _compile(self, source: bytes, build_file: Path, rel: str):
+        """Compile a BUILD file, reusing code compiled earlier from identical source at the same path."""
+        tag = digest_bytes(source + b"\0" + str(build_file).encode() + sys.version.encode())
+        cached = self.workspace.cache_dir / "buildc" / f"{tag}.code"
+        try:
+            return marshal.loads(cached.read_bytes())  # our own compiler output, keyed by its source digest
+        except (OSError, ValueError, EOFError, TypeError):
+            pass
+        try:
+            code = compile(source, str(build_file), "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            raise BuildFileError(rel, exc.lineno, f"syntax error: {exc.msg}") from None
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f"{tag}.{os.getpid()}.tmp")
+            tmp.write_bytes(marshal.dumps(code))
+            os.replace(tmp, cached)
+        except OSError:
+            pass  # a read-only cache only costs the recompile
+        return code
 
     def all_package_names(self, under: str = "") -> list[str]:
         """Every package at or below `under`, sorted (walks the directory tree)."""

@@ -178,6 +178,13 @@ class Rule:
     def __repr__(self) -> str:
         return f"<rule {self.kind} ({self.identity})>"
 
+    def checked_outputs(self, where: str) -> tuple[str, ...]:
+        """The rule's fixed outputs, validated once."""
+        checked = self.__dict__.get("_checked_outputs")
+        if checked is None:
+            checked = self.__dict__["_checked_outputs"] = _check_outputs(self.outputs, where)
+        return checked
+
     def __call__(self, name: str, **kwargs: Any) -> str:
         """Declare a target in the BUILD file being loaded; returns ':name' for convenience."""
         package = _CURRENT_PACKAGE.get()
@@ -322,7 +329,7 @@ def make_target(rule: Rule, package: str, name: Any, kwargs: dict[str, Any], loc
         config_bytes = encode(config, "config")
     except EncodingError as exc:
         raise RuleDefinitionError(f"{where}: {exc}") from None
-    outputs = _check_outputs(rule.outputs(config) if callable(rule.outputs) else rule.outputs, where)
+    outputs = _check_outputs(rule.outputs(config), where) if callable(rule.outputs) else rule.checked_outputs(where)
     return Target(
         label=label,
         rule=rule,
@@ -353,7 +360,7 @@ def _check_deps(value: Any, schema: Attr, package: str, where: str, key: str) ->
             raise RuleDefinitionError(f"{where}: attribute {sub!r}: {exc}") from None
 
     def many(v: Any, sub: str) -> list[Label]:
-        if isinstance(v, str) or not isinstance(v, (list, tuple)):
+        if isinstance(v, (str, Label)) or not isinstance(v, (list, tuple)):
             raise RuleDefinitionError(f"{where}: attribute {sub!r} must be a list of labels, got {v!r}")
         return [one(x, sub) for x in v]
 

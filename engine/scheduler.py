@@ -26,7 +26,7 @@ from .execute import ActionSpec, ExecConfig, Failed, Input, InputUnavailable, Ra
 from .graph import Graph
 from .keys import KeyParts, file_input, tree_input
 from .labels import Label
-from .materialize import materialize
+from .materialize import Materializer
 from .model import SourceFile, Target, iter_labels, map_labels
 from .results import ActionResult
 from .workers import WorkerDied, WorkerPool
@@ -106,6 +106,7 @@ class Scheduler:
         self.exec_config = ExecConfig(str(workspace.root), str(workspace.cache_dir))
         self.events = EventsFile(options.events)
         self.outputs: dict[Label, Path] = {}
+        self.materializer = Materializer(workspace, self.cas)
         self.actions = sum(isinstance(n, Target) for n in graph.order)
         self.finished = 0
         self.env_values = os.environ
@@ -134,6 +135,7 @@ class Scheduler:
             if self.pool is not None:
                 self.pool.close(kill=interrupted)
             self._save_label_records()
+            self.db.sync()
         return self._finish(time.monotonic() - start, interrupted)
 
     def _hash_sources(self) -> None:
@@ -185,7 +187,7 @@ class Scheduler:
         if data is None:
             return None
         try:
-            return ActionResult.from_json(data)
+            return ActionResult.from_record(data)
         except CacheCorruptError as exc:
             self.console.line(f"warning: dropping corrupt cache entry {key}: {exc}")
             self.db.delete_result(key)
@@ -258,7 +260,7 @@ class Scheduler:
         node = self.graph.order[i]
         if state in _RESOLVED and node.label in self.requested and not self.options.dry_run:
             try:
-                self.outputs[node.label] = materialize(self.ws, node.label, st.result, self.cas)
+                self.outputs[node.label] = self.materializer.place(node.label, st.result)
             except BlobUnavailableError as exc:
                 if st.reruns < _MAX_RERUNS:
                     self.console.line(f"warning: cached output of {node.label} is unusable ({exc.reason}); rebuilding it")
@@ -365,13 +367,16 @@ class Scheduler:
 
     def _save_label_records(self) -> None:
         """Remember each target's latest key and its parts, so later builds can say what changed."""
+        keyed = {
+            str(node.label): i
+            for i, node in enumerate(self.graph.order)
+            if isinstance(node, Target) and self.status[i].state in _RESOLVED and self.status[i].parts is not None
+        }
+        changed = self.db.changed_labels({label: self.status[i].key for label, i in keyed.items()})
         records = {}
-        for i, node in enumerate(self.graph.order):
-            st = self.status[i]
-            if isinstance(node, Target) and st.state in _RESOLVED and st.parts is not None:
-                previous = self.db.get_label(str(node.label))
-                if previous is None or previous.get("key") != st.key:
-                    records[str(node.label)] = _parts_record(node, st.parts, self.codeprinter) | {"key": st.key}
+        for label in changed:
+            i = keyed[label]
+            records[label] = _parts_record(self.graph.order[i], self.status[i].parts, self.codeprinter) | {"key": self.status[i].key}
         self.db.put_labels(records)
 
     # --- the end ---------------------------------------------------------------------------------

@@ -1,21 +1,24 @@
 """A pool of worker processes that run actions, any one of which can be stopped.
 
-Each worker is a long-lived process (started through a fork server, so it inherits no LMDB
-handles or threads) in its own process group: stopping an action kills the group, so a shell
-command's children go with it. A slot thread per worker forwards tasks and results; the
-driver never has a thread per action.
+Each worker is a fresh interpreter (`python -m mbuild.worker`) talking to the driver over a
+socket pair, in its own session: stopping an action kills the worker's process group, so a shell
+command's children go with it, and Ctrl-C at the terminal reaches only the driver, which decides
+what to stop. Workers die with the driver (PR_SET_PDEATHSIG on Linux). One slot thread per worker
+forwards tasks and results; the driver never has a thread per action.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import queue
 import signal
+import socket
+import subprocess
+import sys
 import threading
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 
 _STOP = None
@@ -35,18 +38,17 @@ class WorkerDied(Exception):
 
 
 class WorkerPool:
-    def __init__(self, size: int, on_done: Callable[[Task, Any, BaseException | None], None], preload=("mbuild.execute",)):
-        self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(list(preload))
+    def __init__(self, size: int, on_done: Callable[[Task, Any, BaseException | None], None]):
         self._on_done = on_done
         self._tasks: queue.Queue[Task | None] = queue.Queue()
         self._lock = threading.Lock()
-        self._procs: dict[int, Any] = {}  # slot -> Process
+        self._procs: dict[int, subprocess.Popen] = {}
         self._threads = [threading.Thread(target=self._slot, args=(i,), daemon=True, name=f"mbuild-slot-{i}") for i in range(size)]
         for t in self._threads:
             t.start()
 
     def submit(self, fn: Callable, args: tuple, tag: Any) -> Task:
+        """Queue `fn(*args)` (fn must be importable by name) to run in a worker."""
         task = Task(fn, args, tag)
         self._tasks.put(task)
         return task
@@ -71,79 +73,75 @@ class WorkerPool:
             t.join(timeout=30)
 
     def _slot(self, slot: int) -> None:
-        conn = None
-        proc = None
+        conn: Connection | None = None
+        proc: subprocess.Popen | None = None
         while True:
             task = self._tasks.get()
             if task is _STOP:
                 break
-            if task.cancelled:
-                self._on_done(task, None, WorkerDied("cancelled before it started"))
-                continue
-            if proc is None or not proc.is_alive():
-                conn, proc = self._spawn(slot)
+            if proc is None or proc.poll() is not None:
+                try:
+                    conn, proc = self._spawn(slot)
+                except OSError as exc:
+                    self._on_done(task, None, WorkerDied(f"could not start a worker: {exc}"))
+                    continue
             with self._lock:
-                task.worker_pid = proc.pid
                 cancelled = task.cancelled
+                task.worker_pid = None if cancelled else proc.pid
             if cancelled:
                 self._on_done(task, None, WorkerDied("cancelled before it started"))
                 continue
             try:
                 conn.send((task.fn, task.args))
                 status, payload = conn.recv()
-            except (EOFError, OSError, BrokenPipeError):
-                proc.join(timeout=5)
-                code = proc.exitcode
+            except (EOFError, OSError):
+                code = proc.wait()
+                conn.close()
                 proc = None
-                self._on_done(task, None, WorkerDied(f"worker process exited with code {code}"))
+                self._on_done(task, None, WorkerDied(_describe_exit(code)))
                 continue
             finally:
                 with self._lock:
                     task.worker_pid = None
-            if status == "ok":
-                self._on_done(task, payload, None)
-            else:
-                self._on_done(task, None, RuntimeError(payload))
-        if proc is not None and proc.is_alive():
+            self._on_done(task, payload, None) if status == "ok" else self._on_done(task, None, RuntimeError(payload))
+        if proc is not None:
             try:
                 conn.send(_STOP)
-            except OSError:
-                pass
-            proc.join(timeout=5)
-            if proc.is_alive():
+                proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
                 _killpg(proc.pid)
+                proc.wait()
+            conn.close()
 
-    def _spawn(self, slot: int):
-        parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker_main, args=(child,), daemon=True, name=f"mbuild-worker-{slot}")
-        proc.start()
-        child.close()
+    def _spawn(self, slot: int) -> tuple[Connection, subprocess.Popen]:
+        parent, child = socket.socketpair()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mbuild.worker", str(child.fileno())],
+                pass_fds=[child.fileno()],
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            child.close()
+        conn = Connection(parent.detach())
+        conn.send(list(sys.path))  # the worker imports rule modules exactly as the driver does
         with self._lock:
             self._procs[slot] = proc
-        return parent, proc
+        return conn, proc
 
 
-def _worker_main(conn) -> None:
-    os.setpgrp()  # own process group: killing it takes the action's children too
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C stops
-    while True:
+def _describe_exit(code: int) -> str:
+    if code < 0:
         try:
-            msg = conn.recv()
-        except EOFError:
-            return
-        if msg is _STOP:
-            return
-        fn, args = msg
-        try:
-            result = fn(*args)
-        except BaseException:  # report, don't die: the next task reuses this process
-            conn.send(("error", traceback.format_exc()))
-        else:
-            conn.send(("ok", result))
+            return f"worker process was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"worker process was killed by signal {-code}"
+    return f"worker process exited with code {code}"
 
 
 def _killpg(pid: int) -> None:
-    """Kill a worker and its process group (the worker may not have made its group yet)."""
+    """Kill a worker and everything in its process group."""
     for kill in (os.killpg, os.kill):
         try:
             kill(pid, signal.SIGKILL)

@@ -69,6 +69,36 @@ class LocalCAS:
             _unlink(tmp)
             raise
 
+    def adopt(self, path: str, executable: bool) -> tuple[str, int]:
+        """Store an action's finished output file: hash it, make it read-only, hard-link it in.
+
+        The file stays where it is (it becomes part of a tree in the tree cache) and shares its
+        bytes with the blob. Executables get their own copy, so every blob is mode 0444.
+        """
+        digest, size = digest_file(path)
+        os.chmod(path, 0o555 if executable else BLOB_MODE)
+        final = self.path(digest)
+        if os.path.exists(final):
+            return digest, size
+        if executable:
+            self.put_file(Path(path), move=False)
+            return digest, size
+        try:
+            os.link(path, final)
+        except FileNotFoundError:
+            final.parent.mkdir(exist_ok=True)
+            try:
+                os.link(path, final)
+            except FileExistsError:
+                pass
+        except FileExistsError:
+            pass  # another process stored the same bytes first
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+            self.put_file(Path(path), move=False)
+        return digest, size
+
     def _install(self, tmp: Path, digest: str) -> None:
         final = self.path(digest)
         if final.exists():

@@ -1,13 +1,20 @@
 """The local database (LMDB): action cache, source-digest cache, and per-label build records.
 
 Many mbuild processes (builders, workers) may open it at once: LMDB serialises writers and gives
-readers consistent snapshots. Every write is its own durable transaction.
+readers consistent snapshots.
+
+Durability: commits are not fsynced one by one (an fsync costs ~2.5 ms here and would serialise
+every action's publish); a build syncs once at its end. A killed process loses nothing (the page
+cache survives it). An OS crash may lose the last entries or damage the file: every record is
+checksummed and every blob verified on use, so damage reads as a miss, and a database LMDB
+cannot open is moved aside and started afresh. The cache is a cache: it never serves a wrong result.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import lmdb
@@ -21,18 +28,28 @@ _RACY_NS = 2_000_000_000
 
 
 class LocalDB:
-    def __init__(self, directory: Path, readonly: bool = False):
+    def __init__(self, directory: Path):
         directory.mkdir(parents=True, exist_ok=True)
-        self.env = lmdb.open(
-            str(directory), map_size=_MAP_SIZE, max_dbs=8, max_readers=1024, readahead=False, readonly=readonly
-        )
+        try:
+            self.env = _open(directory)
+        except lmdb.Error as exc:
+            aside = directory.with_name(f"{directory.name}.damaged-{int(time.time())}")
+            os.replace(directory, aside)
+            warnings.warn(f"local cache database {directory} could not be opened ({exc}); moved it to {aside} and started a new one")
+            directory.mkdir()
+            self.env = _open(directory)
         self.env.reader_check()  # clear reader slots of processes that died
         self.ac = self.env.open_db(b"ac")  # action key -> ActionResult JSON
         self.srcstat = self.env.open_db(b"srcstat")  # absolute path -> [size, mtime_ns, ino, ctime_ns, digest]
-        self.labels = self.env.open_db(b"labels")  # label -> last key and its parts, for explanations
+        self.label_keys = self.env.open_db(b"label_keys")  # label -> the key it last built or hit
+        self.labels = self.env.open_db(b"labels")  # label -> the parts of that key, for explanations
 
     def close(self) -> None:
         self.env.close()
+
+    def sync(self) -> None:
+        """Flush committed transactions to disk (once per build)."""
+        self.env.sync(True)
 
     # --- action cache ----------------------------------------------------------------------------
 
@@ -55,12 +72,19 @@ class LocalDB:
             data = txn.get(label.encode())
         return orjson.loads(data) if data else None
 
+    def changed_labels(self, keys: dict[str, str]) -> list[str]:
+        """Labels whose key differs from the one recorded for them."""
+        with self.env.begin(db=self.label_keys) as txn:
+            return [label for label, key in keys.items() if txn.get(label.encode()) != key.encode()]
+
     def put_labels(self, records: dict[str, dict]) -> None:
+        """Record each label's key and its parts (`records[label]["key"]`)."""
         if not records:
             return
-        with self.env.begin(db=self.labels, write=True) as txn:
+        with self.env.begin(write=True) as txn:
             for label, record in records.items():
-                txn.put(label.encode(), orjson.dumps(record))
+                txn.put(label.encode(), record["key"].encode(), db=self.label_keys)
+                txn.put(label.encode(), orjson.dumps(record), db=self.labels)
 
     # --- source digests --------------------------------------------------------------------------
 
@@ -88,3 +112,8 @@ class LocalDB:
                     txn.put(k, v)
         return digests
 
+
+def _open(directory: Path) -> lmdb.Environment:
+    return lmdb.open(
+        str(directory), map_size=_MAP_SIZE, max_dbs=8, max_readers=1024, readahead=False, sync=False, metasync=False
+    )

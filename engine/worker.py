@@ -1,0 +1,48 @@
+"""Entry point of a worker process: `python -m mbuild.worker FD`. Runs tasks sent by the driver.
+
+Tasks arrive over a socket from the driver that started this process (pickled by our own
+process, never read from a cache): `(function, args)`; the answer is `("ok", result)` or
+`("error", traceback)`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import sys
+import traceback
+from multiprocessing.connection import Connection
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the driver that started it dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the worker still exits when the driver's socket closes
+
+
+def main(fd: int) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    conn = Connection(fd)
+    sys.path[:] = conn.recv()
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        fn, args = msg
+        try:
+            result = fn(*args)
+        except BaseException:  # report, don't die: the next task reuses this process
+            conn.send(("error", traceback.format_exc()))
+        else:
+            conn.send(("ok", result))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
