@@ -1,0 +1,44 @@
+"""Action keys change with every field that decides an output, and with nothing else."""
+
+import dataclasses
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mbuild.keys import KeyParts, file_input, tree_input
+
+digests = st.from_regex(r"[0-9a-f]{32}", fullmatch=True)
+base = KeyParts(
+    rule="rules.x:impl@1",
+    code="0" * 32,
+    config=b"d0:",
+    outputs=("out.txt",),
+    inputs={"src": file_input("pkg/a.txt", "1" * 32), "deps": [tree_input("//pkg:t", "2" * 32)]},
+    env={"HF_HOME": "/x"},
+    salt="",
+)
+
+changes = st.one_of(
+    st.text(min_size=1).map(lambda s: ("rule", base.rule + s)),
+    digests.filter(lambda d: d != base.code).map(lambda d: ("code", d)),
+    st.binary(min_size=1).map(lambda b: ("config", base.config + b)),
+    st.lists(st.text(min_size=1), min_size=1, max_size=3).map(lambda o: ("outputs", tuple(o)) if tuple(o) != base.outputs else ("outputs", ("x", "y"))),
+    digests.filter(lambda d: d != "1" * 32).map(lambda d: ("inputs", {**base.inputs, "src": file_input("pkg/a.txt", d)})),
+    digests.filter(lambda d: d != "2" * 32).map(lambda d: ("inputs", {**base.inputs, "deps": [tree_input("//pkg:t", d)]})),
+    st.just(("inputs", {**base.inputs, "src": file_input("pkg/b.txt", "1" * 32)})),
+    st.just(("inputs", {**base.inputs, "deps": [tree_input("//pkg:u", "2" * 32)]})),
+    st.text().filter(lambda v: v != "/x").map(lambda v: ("env", {"HF_HOME": v})),
+    st.just(("env", {"HF_HOME": None})),
+    st.text(min_size=1).map(lambda s: ("salt", s)),
+)
+
+
+@given(changes)
+def test_any_change_to_any_field_changes_the_key(change):
+    field, value = change
+    assert dataclasses.replace(base, **{field: value}).key() != base.key()
+
+
+def test_same_parts_same_key():
+    assert dataclasses.replace(base).key() == base.key()
+    assert len(base.key()) == 32
