@@ -1,7 +1,8 @@
 """Synthetic workspaces for benchmarks and tests: chains, wide fans, diamond lattices, random DAGs.
 
 `generate(root, shape, n)` writes a workspace of `n` trivial actions spread over packages of
-`per_package` targets each, with a rule module `synthrules.py` whose action writes one small file.
+`per_package` targets each, plus `//:top` depending on every sink, with a rule module
+`synthrules.py` whose action writes one small file.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def generate(root: Path, shape: str, n: int, per_package: int = 100, seed: int =
         (root / pkg).mkdir(exist_ok=True)
         (root / pkg / "BUILD.py").write_text("from synthrules import step\n\n" + "\n".join(lines) + "\n")
     used = {d for ds in deps for d in ds}
-    return ["//{}:{}".format(*label(i, per_package)) for i in range(n) if i not in used]
+    sinks = ["//{}:{}".format(*label(i, per_package)) for i in range(n) if i not in used]
+    # One root target over every sink, so "build the whole pipeline" is one label: //:top
+    (root / "BUILD.py").write_text(f"from synthrules import step\n\nstep(name='top', n=-1, deps={sinks!r})\n")
+    return sinks
 
 
 def touch_leaf(root: Path, per_package: int = 100, salt: str = "changed") -> str:

@@ -17,7 +17,8 @@ from tokenizers import Tokenizer
 from mllib.checkpoint import PARAMS_NAME, load_checkpoint, save_checkpoint
 from mllib.corpus import prepare_corpus, read_text
 from mllib.evaluate import evaluate
-from mllib.model import LlamaConfig, forward, init_params
+from mllib.config import LlamaConfig
+from mllib.model import forward, init_params
 from mllib.presets import PRESETS, TINY
 from mllib.report import write_report
 from mllib.shards import read_index, read_split, tokenize_splits

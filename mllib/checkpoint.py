@@ -1,0 +1,62 @@
+"""Checkpoints without pickle: `params.npz` of flattened named arrays plus `config.json`.
+
+The npz is written with fixed zip timestamps (unlike `np.savez`), so equal params give equal bytes.
+"""
+
+import json
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mllib.config import LlamaConfig
+from mllib.model import Params
+
+PARAMS_NAME = "params.npz"
+CONFIG_NAME = "config.json"
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def flatten(params: Params, prefix: str = "") -> dict[str, np.ndarray]:
+    """Nested dict of arrays -> {"layers.wq": array, ...} as host numpy arrays."""
+    flat: dict[str, np.ndarray] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = np.asarray(value)
+    return flat
+
+
+def unflatten(flat: dict[str, Any]) -> Params:
+    """Inverse of `flatten`."""
+    params: Params = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split(".")
+        node = params
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return params
+
+
+def save_checkpoint(path: Path, config: LlamaConfig, params: Params, meta: dict | None = None) -> None:
+    """Write `path/params.npz` and `path/config.json` ({"model": config fields, "meta": meta})."""
+    path.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path / PARAMS_NAME, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, array in sorted(flatten(params).items()):
+            with zf.open(zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH), "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+    doc = {"model": asdict(config), "meta": meta or {}}
+    (path / CONFIG_NAME).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def load_checkpoint(path: Path) -> tuple[LlamaConfig, Params]:
+    """Read a checkpoint directory back into (config, params as numpy arrays)."""
+    doc = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
+    with np.load(path / PARAMS_NAME, allow_pickle=False) as npz:
+        params = unflatten({name: npz[name] for name in npz.files})
+    return LlamaConfig(**doc["model"]), params

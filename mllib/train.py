@@ -1,0 +1,115 @@
+"""Stage 5: train the Llama model with AdamW (warmup + cosine) on random windows of the train split."""
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+
+from mllib.checkpoint import save_checkpoint
+from mllib.config import LlamaConfig, TrainConfig
+from mllib.model import Params, count_params, init_params, loss_fn
+from mllib.shards import read_index, read_split
+
+CHECKPOINT_DIR = "checkpoint"
+METRICS_NAME = "metrics.jsonl"
+
+
+
+
+def lr_schedule(cfg: TrainConfig) -> optax.Schedule:
+    """Linear warmup from 0 to learning_rate, then cosine decay until `steps`."""
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=cfg.learning_rate,
+        warmup_steps=cfg.warmup_steps,
+        decay_steps=cfg.steps,
+        end_value=cfg.learning_rate * cfg.min_lr_ratio,
+    )
+
+
+def make_optimizer(cfg: TrainConfig, params: Params) -> optax.GradientTransformation:
+    """Global-norm clipping then AdamW; norm gains are excluded from weight decay."""
+    decay_mask = jax.tree_util.tree_map_with_path(
+        lambda path, _: not any("norm" in str(getattr(k, "key", "")) for k in path), params
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.grad_clip),
+        optax.adamw(lr_schedule(cfg), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask),
+    )
+
+
+def sample_windows(tokens: np.ndarray, rng: np.random.Generator, batch_size: int, seq_len: int) -> np.ndarray:
+    """Draw `batch_size` random windows of seq_len + 1 consecutive tokens, as int32 (batch, seq_len + 1)."""
+    starts = rng.integers(0, len(tokens) - seq_len, size=batch_size)
+    return tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int32)
+
+
+def train(
+    model: LlamaConfig,
+    cfg: TrainConfig,
+    data_dir: Path,
+    out_dir: Path,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Train from scratch; write `out_dir/metrics.jsonl` and the final checkpoint in `out_dir/checkpoint/`.
+
+    Each metrics line is {"step", "train_loss" (mean over the last log_every steps), "lr"}.
+    Deterministic for a fixed seed on a given machine (the init uses jax.random.key(seed), the
+    batches a numpy PCG64 stream with the same seed): outputs and the returned value hold no
+    wall-clock times, so a rerun yields identical bytes. Timings go to `log`.
+    Returns final loss, steps, tokens seen and parameter count.
+    """
+    vocab = read_index(data_dir)["vocab_size"]
+    if vocab > model.vocab_size:
+        raise ValueError(f"tokenizer has {vocab} tokens but model.vocab_size is {model.vocab_size}")
+    tokens = read_split(data_dir, "train")
+    if len(tokens) <= model.seq_len:
+        raise ValueError(f"train split has {len(tokens)} tokens, need more than seq_len={model.seq_len}")
+
+    params = init_params(model, jax.random.key(cfg.seed))
+    optimizer = make_optimizer(cfg, params)
+    opt_state = optimizer.init(params)
+    schedule = lr_schedule(cfg)
+
+    @partial(jax.jit, donate_argnums=(0, 1))
+    def step_fn(params: Params, opt_state: optax.OptState, batch: jax.Array):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch, model)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    rng = np.random.default_rng(cfg.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    window: list[float] = []
+    last_loss = float("nan")
+    with open(out_dir / METRICS_NAME, "w", encoding="utf-8") as metrics:
+        for step in range(1, cfg.steps + 1):
+            batch = sample_windows(tokens, rng, cfg.batch_size, model.seq_len)
+            params, opt_state, loss = step_fn(params, opt_state, batch)
+            window.append(float(loss))
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                last_loss = sum(window) / len(window)
+                record = {
+                    "step": step,
+                    "train_loss": round(last_loss, 6),
+                    "lr": round(float(schedule(step - 1)), 9),
+                }
+                metrics.write(json.dumps(record) + "\n")
+                window.clear()
+                if log:
+                    log(f"step {step}/{cfg.steps} loss {last_loss:.4f} lr {record['lr']:.2e} {time.perf_counter() - start:.1f}s")
+    if log:
+        log(f"trained {cfg.steps} steps in {time.perf_counter() - start:.1f}s")
+    save_checkpoint(out_dir / CHECKPOINT_DIR, model, params, meta={"train": asdict(cfg), "step": cfg.steps})
+    return {
+        "final_loss": last_loss,
+        "steps": cfg.steps,
+        "tokens_seen": cfg.steps * cfg.batch_size * model.seq_len,
+        "n_params": count_params(params),
+    }
