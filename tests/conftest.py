@@ -98,3 +98,22 @@ def ws(tmp_path: Path) -> Workspace:
     w = Workspace(root, name)
     w.write(f"{name}.py", COUNTING_RULES)
     return w
+
+
+# --- real storage servers (session-wide; see servers.py) ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    from servers import gcs_emulator
+
+    with gcs_emulator() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    from servers import s3_server as start
+
+    with start() as server:
+        yield server

