@@ -30,6 +30,7 @@ def build(
     keep_going: bool | None = None,
     dry_run: bool = False,
     events: Path | None = None,
+    retry_failed: bool = True,
     console: Console | None = None,
 ) -> BuildResult:
     """Build what `patterns` name; returns per-target outcomes, outputs and a summary."""
@@ -42,5 +43,6 @@ def build(
         keep_going=ws.settings.build.keep_going if keep_going is None else keep_going,
         dry_run=dry_run,
         events=events,
+        retry_failed=retry_failed,
     )
     return Scheduler(ws, graph, requested, options, console).run()

@@ -67,14 +67,15 @@ def main(directory: str | None) -> None:
 @click.option("-k", "--keep-going", is_flag=True, default=None, help="Keep building everything that does not depend on a failure.")
 @click.option("-n", "--dry-run", is_flag=True, help="Show the plan: which actions are cache hits and which would run, and why. Runs nothing.")
 @click.option("--events", type=click.Path(dir_okay=False, path_type=Path), help="Write one JSON line per action and a summary line to FILE.")
+@click.option("--retry-failed/--no-retry-failed", default=True, help="Rerun actions that failed before with the same key (default), or fail at once naming the earlier failure.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only failures and the summary.")
-def build(patterns, jobs, keep_going, dry_run, events, quiet):
+def build(patterns, jobs, keep_going, dry_run, events, retry_failed, quiet):
     """Build targets named by labels or patterns (//pkg:name, //pkg:all, //pkg/..., //...)."""
     from .build import build as run_build
 
     gc.disable()  # a build allocates many long-lived objects and makes no garbage cycles worth collecting
     console = Console(quiet=quiet)
-    result = run_build(patterns, jobs=jobs, keep_going=keep_going, dry_run=dry_run, events=events, console=console)
+    result = run_build(patterns, jobs=jobs, keep_going=keep_going, dry_run=dry_run, events=events, retry_failed=retry_failed, console=console)
     if dry_run:
         _print_plan(result)
     _print_summary(result, console)
@@ -109,7 +110,10 @@ def _print_summary(result, console: Console) -> None:
         parts.append(f"{would} would run")
     console.error(f"{head}: {', '.join(parts)} in {s.seconds:.2f}s")
     for label, st in result.failures:
-        console.error(f"  FAILED {label}: {st.error}")
+        first, *rest = (st.error or "").splitlines() or [""]
+        console.error(f"  FAILED {label}: {first}")
+        for line in rest:
+            console.error(f"         {line}")
     skipped = [(lab, st) for lab, st in result.statuses.items() if st.state is State.SKIPPED]
     for label, st in skipped[:10]:
         console.error(f"  skipped {label} (depends on failed {st.because})")

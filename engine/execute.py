@@ -201,14 +201,21 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
             failure = None
     log_path = _keep_log(scratch.log, cache, spec.key, log.size(), force=failure is not None)
     if failure is not None:
-        return Failed(_one_line(failure), _tail(Path(log_path)), log_path)
+        return _failed(db, spec, _first_lines(failure), _tail(Path(log_path)), log_path)
     try:
         result = _collect(scratch.out, cas, value, _meta(spec, started))
     except ValueError as exc:
-        return Failed(str(exc), "", log_path or "")
+        return _failed(db, spec, str(exc), "", log_path or "")
     trees.adopt(scratch.out, result, cas)
     db.put_result(spec.key, result.to_record())
+    db.clear_failure(spec.key)
     return Ran(result, log_path or "")
+
+
+def _failed(db: LocalDB, spec: ActionSpec, error: str, detail: str, log: str) -> Failed:
+    """Record a failure (so `--no-retry-failed` can name it); failures are never cached as results."""
+    db.record_failure(spec.key, {"label": spec.label, "error": error, "log": log, "at": time.time(), "host": socket.gethostname(), "pid": os.getpid()})
+    return Failed(error, detail, log)
 
 
 def _keep_log(scratch_log: Path, cache: Path, key: str, size: int, force: bool) -> str | None:
@@ -382,9 +389,13 @@ class _output_to:
         return False
 
 
-def _one_line(exc: BaseException) -> str:
+def _first_lines(exc: BaseException, lines: int = 3) -> str:
+    """The exception's type and the first lines of its message (what a summary shows)."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    more = " ..." if len(text) > lines else ""
+    return f"{type(exc).__name__}: " + "\n".join(text[:lines]) + more
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:

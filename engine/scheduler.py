@@ -54,6 +54,7 @@ class BuildOptions:
     keep_going: bool = False
     dry_run: bool = False
     events: Path | None = None
+    retry_failed: bool = True  # False: an action that failed before with the same key fails at once
 
 
 @dataclass
@@ -179,6 +180,10 @@ class Scheduler:
             st.state = State.WOULD_RUN
             st.why = self._explain_miss(node, st.parts)
             self._resolved(i)
+            return
+        if not self.options.retry_failed and (before := self.db.get_failure(st.key)) is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(before.get("at", 0)))
+            self._fail(i, f"failed before with the same key (at {when} on {before.get('host')}): {before.get('error')}", "", before.get("log"))
             return
         self._submit(i)
 

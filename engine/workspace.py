@@ -43,9 +43,42 @@ class BuildSection:
 
 
 @dataclass(frozen=True)
+class RemoteSection:
+    """[remote]: a shared cache on any fsspec URL (gs://, s3://, file://)."""
+
+    url: str = ""  # empty: no remote cache
+    # False makes a read-only client: it never writes anything to the remote.
+    upload: bool = True
+    timeout: float = 10.0  # seconds per request
+    max_failures: int = 3  # consecutive failures before the client stops asking
+    options: dict = field(default_factory=dict)  # fsspec storage options (endpoint_url, token, ...)
+
+
+@dataclass(frozen=True)
+class FraySection:
+    """[fray]: where remote-tagged actions (those asking for resources) run."""
+
+    backend: str = "local"  # local (fray's LocalClient, in process) | iris | iris-local
+    controller: str = ""  # the Iris controller URL, for backend = "iris"
+    remote_jobs: int = 4  # remote-tagged actions at once
+    retries: int = 2  # resubmissions of a job lost to its worker dying
+
+
+@dataclass(frozen=True)
+class LeaseSection:
+    """[lease]: the single-flight lease every action is run under."""
+
+    ttl: float = 90.0  # a lease not renewed for this long is stale and is taken over
+    renew: float = 30.0  # heartbeat interval
+
+
+@dataclass(frozen=True)
 class Settings:
     workspace: WorkspaceSection = field(default_factory=WorkspaceSection)
     build: BuildSection = field(default_factory=BuildSection)
+    remote: RemoteSection = field(default_factory=RemoteSection)
+    fray: FraySection = field(default_factory=FraySection)
+    lease: LeaseSection = field(default_factory=LeaseSection)
 
 
 @dataclass(frozen=True)
@@ -96,6 +129,9 @@ def load_workspace(start: Path | None = None) -> Workspace:
     return Workspace(root=root, settings=read_settings(root / WORKSPACE_FILE))
 
 
+_CHOICES = {("fray", "backend"): ("local", "iris", "iris-local")}
+
+
 def read_settings(path: Path) -> Settings:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -103,7 +139,14 @@ def read_settings(path: Path) -> Settings:
         raise WorkspaceError(f"{path.name}: {exc}") from None
     except OSError as exc:
         raise WorkspaceError(f"{path}: cannot read: {exc.strerror}") from None
-    return _build(Settings, data, path.name, "")
+    settings = _build(Settings, data, path.name, "")
+    for (table, key), choices in _CHOICES.items():
+        value = getattr(getattr(settings, table), key)
+        if value not in choices:
+            raise WorkspaceError(f"{path.name}: [{table}].{key} must be one of {', '.join(choices)}, got {value!r}{did_you_mean(value, choices)}")
+    if settings.lease.renew >= settings.lease.ttl:
+        raise WorkspaceError(f"{path.name}: [lease].renew ({settings.lease.renew}) must be shorter than [lease].ttl ({settings.lease.ttl})")
+    return settings
 
 
 def _build(cls: type, data: dict, file: str, prefix: str):

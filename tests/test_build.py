@@ -225,3 +225,24 @@ def envrule(ctx):
     assert (ws.root / "mbuild-out/p/e/v.txt").read_text() == "two"
     events = ws.build("//p:e")  # MBUILD_TEST_VAR unset now: a third key
     assert ran(events) == {"//p:e"}
+
+
+def test_no_retry_failed_fails_fast_naming_the_earlier_failure(ws):
+    log = ws.root / "runs.txt"
+    ws.write(f"{ws.rules}_flaky.py", f'''
+from mbuild import attr, rule
+
+@rule(attrs={{}}, outputs=["x"])
+def flaky(ctx):
+    with open({str(log)!r}, "a") as f:
+        f.write("run\\n")
+    raise ValueError("first line\\nsecond line\\nthird line\\nfourth line")
+''')
+    ws.build_file("p", f'from {ws.rules}_flaky import flaky\nflaky(name="f")\n')
+    ws.build("//p:f", ok=False)
+    assert "FAILED //p:f: ValueError: first line" in ws.last.stderr and "third line ..." in ws.last.stderr
+    ws.build("//p:f", extra=("--no-retry-failed",), ok=False)
+    assert "failed before with the same key" in ws.last.stderr and "first line" in ws.last.stderr
+    assert log.read_text().count("run") == 1  # it did not run again
+    ws.build("//p:f", ok=False)  # the default retries
+    assert log.read_text().count("run") == 2

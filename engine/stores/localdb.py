@@ -43,6 +43,7 @@ class LocalDB:
         self.srcstat = self.env.open_db(b"srcstat")  # absolute path -> [size, mtime_ns, ino, ctime_ns, digest]
         self.label_keys = self.env.open_db(b"label_keys")  # label -> the key it last built or hit
         self.labels = self.env.open_db(b"labels")  # label -> the parts of that key, for explanations
+        self.failures = self.env.open_db(b"failures")  # action key -> its last failure (never a result)
 
     def close(self) -> None:
         self.env.close()
@@ -63,6 +64,24 @@ class LocalDB:
 
     def delete_result(self, key: str) -> None:
         with self.env.begin(db=self.ac, write=True) as txn:
+            txn.delete(key.encode())
+
+    # --- failures ---------------------------------------------------------------------------------
+
+    def record_failure(self, key: str, failure: dict) -> None:
+        with self.env.begin(db=self.failures, write=True) as txn:
+            txn.put(key.encode(), orjson.dumps(failure))
+
+    def get_failure(self, key: str) -> dict | None:
+        with self.env.begin(db=self.failures) as txn:
+            data = txn.get(key.encode())
+        try:
+            return orjson.loads(data) if data else None
+        except orjson.JSONDecodeError:
+            return None
+
+    def clear_failure(self, key: str) -> None:
+        with self.env.begin(db=self.failures, write=True) as txn:
             txn.delete(key.encode())
 
     # --- per-label records ----------------------------------------------------------------------
