@@ -246,3 +246,35 @@ def flaky(ctx):
     assert log.read_text().count("run") == 1  # it did not run again
     ws.build("//p:f", ok=False)  # the default retries
     assert log.read_text().count("run") == 2
+
+
+def test_ctrl_c_stops_running_actions_promptly_and_caches_nothing(ws):
+    import signal
+    import time
+
+    marker = ws.root / "started"
+    pidfile = ws.root / "child.pid"
+    ws.build_file("p", f'genrule(name="slow", outs=["x"], cmd="echo $$ > {pidfile} && touch {marker} && sleep 60 && echo done > $@")\n')
+    proc = subprocess.Popen([sys.executable, "-m", "mbuild.cli", "build", "//p:slow"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the action never started"
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)  # polling for the action to start, with a deadline
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == 130
+    assert "Interrupted" in err
+    child = int(pidfile.read_text())
+    try:
+        os.kill(child, 0)
+        alive = Path(f"/proc/{child}").exists() and "zombie" not in Path(f"/proc/{child}/status").read_text().lower()
+    except ProcessLookupError:
+        alive = False
+    assert not alive, "the action's process survived Ctrl-C"
+    env = lmdb.open(str(ws.root / ".mbuild/cache/db"), max_dbs=8, map_size=1 << 30)
+    with env.begin(db=env.open_db(b"ac")) as txn:
+        assert txn.stat(env.open_db(b"ac"))["entries"] == 0
+    env.close()
