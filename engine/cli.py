@@ -12,6 +12,7 @@ import click
 
 from .errors import MbuildError
 from .events import Console
+from .query.command import query
 from .scheduler import State
 from .workspace import load_workspace
 
@@ -141,6 +142,8 @@ def clean(outputs_only):
             shutil.rmtree(path)
             click.echo(f"removed {ws.relpath(path)}")
 
+
+main.add_command(query)
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""How a query sees a target: its kind and its attributes, as `kind`, `attr` and `--output json` use them.
+"""How a query sees a target: its kind and its attributes, as `kind`, `attr` and `--output json` see them.
 
 Kinds are Bazel's: "source file", or "<rule> rule" ("genrule rule"), prefixed with "remote " for
 targets that ask for resources (they run as remote jobs), so `kind(remote, //...)` finds them and
@@ -9,7 +9,6 @@ dependency attributes plus mbuild's own: name, tags, env, outputs, resources and
 from __future__ import annotations
 
 import dataclasses
-import enum
 from typing import Any
 
 from ..labels import Label
@@ -51,19 +50,3 @@ def attr_string(value: Any) -> str:
         return attr_string({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
     return str(value)
 
-
-def json_value(value: Any) -> Any:
-    """`value` as JSON data: labels as strings, dataclasses as objects, enums by name, else str()."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Label):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): json_value(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.name
-    return str(value)

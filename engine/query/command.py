@@ -10,16 +10,20 @@ import gc
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import FORMATS
 
+if TYPE_CHECKING:
+    from .syntax import Expr
+
 _SHORTHANDS = {"deps": 1, "rdeps": 1, "path": 2}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("words", nargs=-1, required=True)
+@click.argument("words", nargs=-1, required=True, metavar="EXPRESSION...")
 @click.option("--output", type=click.Choice(FORMATS), default="label", show_default=True, help="How to print the result.")
 def query(words: tuple[str, ...], output: str) -> None:
     """Answer a question about the target graph, in Bazel's query language. Only BUILD files are
@@ -37,7 +41,7 @@ def query(words: tuple[str, ...], output: str) -> None:
       mbuild query path X Y      somepath(X, Y)
 
     Formats: label (default; each target before what it depends on), label_kind, package, json,
-    graph (GraphViz dot), minrank, maxrank, tree. See docs/query.md for the language.
+    graph (GraphViz dot), minrank, maxrank, tree. See BUILD.md (Query) for the language.
     """
     from ..loader import Loader
     from ..workspace import load_workspace
@@ -58,7 +62,7 @@ def query(words: tuple[str, ...], output: str) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def command_line_query(words: tuple[str, ...]):
+def command_line_query(words: tuple[str, ...]) -> str | Expr:
     """The query the command line asks: a shorthand (`deps X`, `rdeps X`, `path X Y`) as its
     syntax tree, or else the words joined by spaces. Shorthand arguments are expressions."""
     from .parser import parse

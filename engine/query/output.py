@@ -7,10 +7,10 @@ formats (graph, minrank, maxrank, tree) use the edges between members of the res
 
 from __future__ import annotations
 
-import json
+import orjson
 
 from ..model import Target
-from .attributes import attributes, json_value, kind_of
+from .attributes import attributes, kind_of
 from .evaluate import QueryResult
 
 
@@ -94,11 +94,11 @@ def strongly_connected(order: list[int], edges: dict[int, list[int]]) -> list[li
     return components
 
 
-def ranks(result: QueryResult, longest: bool) -> dict[int, int]:
+def ranks(result: QueryResult, order: list[int], longest: bool) -> dict[int, int]:
     """Each member's rank: the shortest (or longest) path to it from a root, a member nothing in the
-    result depends on. Members of one cycle share a rank."""
+    result depends on. Members of one cycle share a rank. `order` is the dependency order."""
     edges = member_edges(result)
-    components = strongly_connected(dependency_order(result), edges)
+    components = strongly_connected(order, edges)
     component_of = {v: c for c, component in enumerate(components) for v in component}
     rank: list[int | None] = [None] * len(components)
     for c in reversed(range(len(components))):  # every component after all that reach it
@@ -133,18 +133,20 @@ def _json(result: QueryResult) -> list[str]:
         item = {"label": str(node.label), "kind": kind_of(node)}
         if isinstance(node, Target):
             item["location"] = str(node.location)
-            item["attributes"] = json_value(attributes(node))
+            item["attributes"] = attributes(node)
             item["deps"] = [str(d) for d in node.all_deps()]
         else:
             item["deps"] = []
         items.append(item)
-    return [json.dumps(items, indent=2)]
+    # orjson writes dataclasses (resources, config values) as objects; labels and anything else
+    # it does not know become strings.
+    return [orjson.dumps(items, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str).decode()]
 
 
 def _ranked(longest: bool):
     def lines(result: QueryResult) -> list[str]:
-        rank = ranks(result, longest)
         order = dependency_order(result)
+        rank = ranks(result, order, longest)
         position = {v: k for k, v in enumerate(order)}
         nodes = result.graph.nodes
         return [f"{rank[v]} {nodes[v].label}" for v in sorted(order, key=lambda v: (rank[v], position[v]))]

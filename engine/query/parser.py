@@ -79,7 +79,7 @@ class _Parser:
                 return self.call(token)
             if token.text.startswith("$"):
                 if not IDENTIFIER.match(token.text[1:]):
-                    raise self.error(token, f"bad variable reference {token.text!r}: write $name, name a letter or _ then letters, digits or _")
+                    raise self.error(token, f"bad variable reference {token.text!r}: a name is a letter or '_', then letters, digits or '_'")
                 return Var(token.text[1:])
             return Word(token.text)
         if token.kind == "(":
