@@ -89,6 +89,8 @@ def _print_plan(result) -> None:
             click.echo(f"  hit        {label}")
         elif st.state is State.WOULD_RUN:
             click.echo(f"  would run  {label}  ({st.why})")
+            if st.holder is not None:
+                click.echo(f"             running now elsewhere: held by {st.holder.describe()}")
         elif st.state is State.SKIPPED:
             click.echo(f"  skipped    {label}")
 

@@ -22,8 +22,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from . import faults
 from .errors import BlobUnavailableError, CacheCorruptError
 from .labels import Label
+from .leases import Heartbeat, Holder, Lease, LeaseLost, LeaseStore, open_leases
+from .primitives import LeaseBusy, StepAlreadyDone, single_flight, stop_on_loss
 from .model import Resources, Rule, map_labels
 from .results import ActionResult, OutputFile, OutputLink, check_link_target, json_value
 from .stores import trees
@@ -60,11 +63,20 @@ class ActionSpec:
 
 @dataclass(frozen=True)
 class ExecConfig:
-    """Where a worker finds the workspace sources and the local cache."""
+    """Where a worker finds the workspace sources, the cache, and the leases; how it runs actions."""
 
     workspace_root: str
     cache_dir: str
     capture_output: bool = True  # redirect the action's stdout/stderr into its log file
+    leases: str = ""  # lease store: a directory or gs:// / s3:// URL ("" = <cache_dir>/leases)
+    lease_ttl: float = 90.0
+    lease_renew: float = 30.0
+    storage_options: dict = field(default_factory=dict)  # fsspec options for a remote lease store
+    in_process: bool = False  # run in the driver's process: a lost lease interrupts the thread, not exit
+
+    @property
+    def lease_location(self) -> str:
+        return self.leases or str(Path(self.cache_dir) / "leases")
 
 
 @dataclass
@@ -89,7 +101,15 @@ class InputUnavailable:
     reason: str
 
 
-Outcome = Ran | Failed | InputUnavailable
+@dataclass
+class Busy:
+    """Another builder holds the action's lease (or took it from us: `fenced`). Try again later."""
+
+    holder: Holder | None
+    fenced: bool = False
+
+
+Outcome = Ran | Failed | InputUnavailable | Busy
 
 
 class ActionContext:
@@ -171,15 +191,67 @@ def _scratch_for(cache: Path) -> _Scratch:
     return scratch
 
 
+class ActionSlot:
+    """An action as a single-flight slot: done = its action-cache entry exists; lease = its key's lease."""
+
+    def __init__(self, spec: ActionSpec, db: LocalDB, leases: LeaseStore):
+        self.spec, self.db, self.leases = spec, db, leases
+
+    def done(self) -> bool:
+        return _cached(self.db, self.spec.key) is not None
+
+    def lease(self) -> Lease:
+        return self.leases.lease(self.spec.key, note=self.spec.label)
+
+
+_lease_stores: dict[tuple, LeaseStore] = {}
+
+
+def lease_store(config: ExecConfig) -> LeaseStore:
+    """This process's lease store for `config` (opened once per process)."""
+    key = (config.lease_location, config.lease_ttl, tuple(sorted(config.storage_options.items())))
+    store = _lease_stores.get(key)
+    if store is None:
+        store = _lease_stores[key] = open_leases(config.lease_location, ttl=config.lease_ttl, storage_options=config.storage_options)
+    return store
+
+
 def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
-    """Stage, run, collect and publish one action. Never raises for the action's own failures."""
+    """Run one action once across every builder sharing the cache; never raises for its own failures.
+
+    This is `single_flight` (the core of `disk_cached(distributed_lock(fn))`) with the action cache
+    as the slot: a published result is a hit; a live holder elsewhere is `Busy`; otherwise the
+    action runs under its lease, renewed by a heartbeat, and is published only if the lease is
+    still ours at that moment. A lost lease stops the action (the worker process exits, status 75).
+    """
     cas, db = open_stores(config.cache_dir)
-    existing = db.get_result(spec.key)
-    if existing is not None:
-        try:
-            return Ran(ActionResult.from_record(existing), "", hit=True)
-        except CacheCorruptError:
-            db.delete_result(spec.key)
+    slot = ActionSlot(spec, db, lease_store(config))
+    try:
+        return single_flight(slot, lambda hb: _execute(spec, config, cas, db, hb), renew=config.lease_renew, wait=False)
+    except StepAlreadyDone:
+        result = _cached(db, spec.key)
+        return Ran(result, "", hit=True) if result is not None else Busy(None)
+    except LeaseBusy as busy:
+        return Busy(busy.holder)
+    except LeaseLost:
+        return Busy(slot.leases.holder(spec.key), fenced=True)
+
+
+def _cached(db: LocalDB, key: str) -> ActionResult | None:
+    """A valid cached result for `key`; a corrupt entry is dropped (a miss), never returned."""
+    existing = db.get_result(key)
+    if existing is None:
+        return None
+    try:
+        return ActionResult.from_record(existing)
+    except CacheCorruptError:
+        db.delete_result(key)
+        return None
+
+
+def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, heartbeat: Heartbeat) -> Outcome:
+    """Stage inputs, run the rule, check and store its outputs, publish (if the lease is still ours)."""
+    faults.point("acquired")
     cache = Path(config.cache_dir)
     scratch = _scratch_for(cache)
     scratch.reset()
@@ -187,13 +259,16 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
         paths = _stage_inputs(spec, cas, Path(config.workspace_root))
     except _InputGone as gone:
         return InputUnavailable(gone.label, gone.reason)
+    faults.point("running")
     started = time.time()
-    with _output_to(scratch.log, config.capture_output) as log:
+    with _output_to(scratch.log, config.capture_output) as log, stop_on_loss(heartbeat, "interrupt" if config.in_process else "exit"):
         try:
             value = _invoke(spec, paths, scratch.out, scratch.tmp)
             _check_declared(spec.outputs, scratch.out)
+        except LeaseLost:
+            raise
         except BaseException as exc:  # the rule's own failure: report it, cache nothing
-            if isinstance(exc, KeyboardInterrupt):
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             print("".join(traceback.format_exception(exc)), file=sys.stderr, flush=True)
             failure = exc
@@ -202,13 +277,17 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
     log_path = _keep_log(scratch.log, cache, spec.key, log.size(), force=failure is not None)
     if failure is not None:
         return _failed(db, spec, _first_lines(failure), _tail(Path(log_path)), log_path)
+    faults.point("hashing")
     try:
         result = _collect(scratch.out, cas, value, _meta(spec, started))
     except ValueError as exc:
         return _failed(db, spec, str(exc), "", log_path or "")
     trees.adopt(scratch.out, result, cas)
+    faults.point("writing-result")
+    heartbeat.check()  # fencing: publish only while the lease is still ours (raises LeaseLost)
     db.put_result(spec.key, result.to_record())
     db.clear_failure(spec.key)
+    faults.point("published")
     return Ran(result, log_path or "")
 
 
@@ -336,6 +415,7 @@ def _collect(out: Path, cas: LocalCAS, value: Any, meta: dict) -> ActionResult:
                 executable = bool(st.st_mode & 0o111)
                 digest, size = cas.adopt(full, executable)
                 files.append(OutputFile(rel, digest, size, executable))
+                faults.point("writing-blobs")
             else:
                 raise ValueError(f"output {rel!r} is not a regular file, directory or symlink")
     return ActionResult.make(files, links, dirs, value, meta)

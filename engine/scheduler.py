@@ -9,6 +9,7 @@ its action reruns, never served.
 
 from __future__ import annotations
 
+import heapq
 import os
 import queue
 import time
@@ -22,7 +23,8 @@ from .digests import digest_bytes
 from .encoding import encode
 from .errors import BlobUnavailableError, CacheCorruptError, MbuildError
 from .events import CACHE_HIT, FAILED, RAN, SKIPPED, ActionEvent, Console, EventsFile, Summary
-from .execute import ActionSpec, ExecConfig, Failed, Input, InputUnavailable, Ran, open_stores, run_action
+from .execute import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran, lease_store, open_stores, run_action
+from .leases import LEASE_LOST_EXIT_CODE, Holder
 from .graph import Graph
 from .keys import KeyParts, file_input, tree_input
 from .labels import Label
@@ -33,11 +35,13 @@ from .workers import WorkerDied, WorkerPool
 from .workspace import Workspace
 
 _MAX_RERUNS = 2  # times an action reruns because a dependency's stored bytes went bad
+_RETRY_FIRST, _RETRY_MAX = 0.1, 5.0  # seconds between looks at an action another builder holds
 
 
 class State(Enum):
     WAITING = "waiting"
     RUNNING = "running"
+    BLOCKED = "blocked"  # another builder holds its lease: retried until a result or a stale lease
     HIT = "hit"
     RAN = "ran"
     FAILED = "failed"
@@ -70,6 +74,8 @@ class NodeStatus:
     error: str | None = None
     because: str | None = None  # the failed dependency this was skipped for
     why: str | None = None  # dry runs: why it would run
+    holder: Holder | None = None  # who holds its lease, when another builder does
+    retry_delay: float = _RETRY_FIRST
     reruns: int = 0
     waiters: list[int] = field(default_factory=list)  # nodes waiting for this one to rerun
 
@@ -104,7 +110,10 @@ class Scheduler:
         self.cas, self.db = open_stores(str(workspace.cache_dir))
         _ensure_gitignored(workspace.cache_dir)
         self.codeprinter = CodePrinter(workspace.root)
-        self.exec_config = ExecConfig(str(workspace.root), str(workspace.cache_dir))
+        lease = workspace.settings.lease
+        self.exec_config = ExecConfig(str(workspace.root), str(workspace.cache_dir), lease_ttl=lease.ttl, lease_renew=lease.renew)
+        self.timers: list[tuple[float, int]] = []  # (when, node): another look at an action held elsewhere
+        os.environ["MBUILD_BUILDER_PID"] = str(os.getpid())  # what fault injection (crash tests) kills
         self.events = EventsFile(options.events)
         self.outputs: dict[Label, Path] = {}
         self.materializer = Materializer(workspace, self.cas)
@@ -123,9 +132,16 @@ class Scheduler:
             while True:
                 while self.ready and not self.stopping:
                     self._visit(self.ready.pop())
-                if not self.running:
+                self._retry_due()
+                if self.ready and not self.stopping:
+                    continue  # a retried action resolved and released its dependents
+                if not self.running and not self.timers:
                     break
-                self._handle(*self.done.get())
+                try:
+                    item = self.done.get(timeout=max(0.0, self.timers[0][0] - time.monotonic()) if self.timers else None)
+                except queue.Empty:
+                    continue
+                self._handle(*item)
         except KeyboardInterrupt:
             interrupted = True
             self.console.error(f"\nInterrupted: stopping {len(self.running)} running action(s); nothing partial is cached.")
@@ -179,6 +195,7 @@ class Scheduler:
         if self.options.dry_run:
             st.state = State.WOULD_RUN
             st.why = self._explain_miss(node, st.parts)
+            st.holder = lease_store(self.exec_config).holder(st.key)
             self._resolved(i)
             return
         if not self.options.retry_failed and (before := self.db.get_failure(st.key)) is not None:
@@ -198,14 +215,15 @@ class Scheduler:
             self.db.delete_result(key)
             return None
 
-    def _submit(self, i: int) -> None:
+    def _submit(self, i: int, announce: bool = True) -> None:
         node: Target = self.graph.order[i]
         st = self.status[i]
         if self.pool is None:
             self.pool = WorkerPool(self.options.jobs, lambda task, payload, exc: self.done.put((task.tag, payload, exc)))
         st.state = State.RUNNING
         st.seconds = time.monotonic()
-        self.console.started(str(node.label), self.finished, self.actions)
+        if announce:
+            self.console.started(str(node.label), self.finished, self.actions)
         self.running[i] = self.pool.submit(run_action, (self._spec(i), self.exec_config), i)
 
     def _handle(self, i: int, outcome: Any, exc: BaseException | None) -> None:
@@ -213,6 +231,8 @@ class Scheduler:
         st = self.status[i]
         node = self.graph.order[i]
         st.seconds = time.monotonic() - st.seconds
+        if isinstance(exc, WorkerDied) and exc.code == LEASE_LOST_EXIT_CODE:
+            outcome, exc = Busy(None, fenced=True), None  # fenced: it stopped without publishing
         if exc is not None:
             detail = str(exc) if isinstance(exc, WorkerDied) else str(exc).rstrip()
             error = f"worker failed: {exc}" if isinstance(exc, WorkerDied) else "internal error while running the action"
@@ -229,6 +249,39 @@ class Scheduler:
             self._fail(i, outcome.error, outcome.detail, outcome.log)
         elif isinstance(outcome, InputUnavailable):
             self._input_unavailable(i, outcome)
+        elif isinstance(outcome, Busy):
+            self._blocked(i, outcome)
+
+    def _blocked(self, i: int, busy: Busy) -> None:
+        """Another builder holds the action: say who, and look again later (for its result, or a stale lease)."""
+        st = self.status[i]
+        label = self.graph.order[i].label
+        if busy.fenced:
+            self.console.line(f"lost the lease on {label} (another builder took it over): stopped it, published nothing")
+        elif busy.holder is not None and (st.holder is None or st.holder.owner != busy.holder.owner):
+            self.console.line(f"waiting for {label}: held by {busy.holder.describe()}")
+        st.state, st.holder = State.BLOCKED, busy.holder or st.holder
+        delay = st.retry_delay
+        if busy.holder is not None:  # no later than the moment it would go stale
+            delay = min(delay, max(0.01, busy.holder.expires - time.time() + 0.01))
+        st.retry_delay = min(st.retry_delay * 1.5, _RETRY_MAX)
+        heapq.heappush(self.timers, (time.monotonic() + delay, i))
+
+    def _retry_due(self) -> None:
+        """Look again at blocked actions whose time has come: a hit if the holder published, else resubmit."""
+        now = time.monotonic()
+        while self.timers and (self.timers[0][0] <= now or self.stopping):
+            _, i = heapq.heappop(self.timers)
+            if self.stopping:
+                self.status[i].state = State.WAITING
+                continue
+            st = self.status[i]
+            result = self._lookup(st.key)
+            if result is not None:
+                st.result, st.digest = result, result.tree
+                self._settle(i, State.HIT)
+            else:
+                self._submit(i, announce=False)
 
     def _input_unavailable(self, i: int, outcome: InputUnavailable) -> None:
         """A dependency's stored bytes went bad: drop its entry, rerun it, then retry this action."""

@@ -26,6 +26,8 @@ def _die_with_parent() -> None:
 def main(fd: int) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    # The driver stops an action with SIGTERM: unwind (the action's lease is released on the way out).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     conn = Connection(fd)
     sys.path[:] = conn.recv()
     while True:
@@ -38,6 +40,8 @@ def main(fd: int) -> None:
         fn, args = msg
         try:
             result = fn(*args)
+        except SystemExit:
+            raise  # stopped by the driver
         except BaseException:  # report, don't die: the next task reuses this process
             conn.send(("error", traceback.format_exc()))
         else:

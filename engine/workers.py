@@ -36,6 +36,13 @@ class Task:
 class WorkerDied(Exception):
     """The worker process running a task exited (killed, or crashed) before answering."""
 
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+_GRACE = 3.0  # seconds a stopped worker gets to release its lease before SIGKILL
+
 
 class WorkerPool:
     def __init__(self, size: int, on_done: Callable[[Task, Any, BaseException | None], None]):
@@ -54,12 +61,13 @@ class WorkerPool:
         return task
 
     def cancel(self, task: Task) -> None:
-        """Stop a task: drop it if queued, kill its worker's process group if running."""
+        """Stop a task: drop it if queued; if running, SIGTERM its worker's process group (the
+        worker releases its lease and exits), and SIGKILL it after a grace period."""
         with self._lock:
             task.cancelled = True
             pid = task.worker_pid
         if pid is not None:
-            _killpg(pid)
+            _stop_group(pid)
 
     def close(self, kill: bool = False) -> None:
         """Stop the workers (after their current task, or at once with kill=True)."""
@@ -67,8 +75,10 @@ class WorkerPool:
             self._tasks.put(_STOP)
         if kill:
             with self._lock:
-                for proc in self._procs.values():
-                    _killpg(proc.pid)
+                procs = list(self._procs.values())
+            for proc in procs:
+                if proc.poll() is None:
+                    _stop_group(proc.pid)
         for t in self._threads:
             t.join(timeout=30)
 
@@ -96,9 +106,10 @@ class WorkerPool:
                 status, payload = conn.recv()
             except (EOFError, OSError):
                 code = proc.wait()
+                _killpg(proc.pid)  # whatever the action started dies with its worker
                 conn.close()
                 proc = None
-                self._on_done(task, None, WorkerDied(_describe_exit(code)))
+                self._on_done(task, None, WorkerDied(_describe_exit(code), code))
                 continue
             finally:
                 with self._lock:
@@ -138,6 +149,17 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"worker process was killed by signal {-code}"
     return f"worker process exited with code {code}"
+
+
+def _stop_group(pid: int) -> None:
+    """SIGTERM a worker's process group now and SIGKILL it after the grace period."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    timer = threading.Timer(_GRACE, _killpg, args=(pid,))
+    timer.daemon = True
+    timer.start()
 
 
 def _killpg(pid: int) -> None:

@@ -58,9 +58,10 @@ class LocalDB:
         with self.env.begin(db=self.ac) as txn:
             return txn.get(key.encode())
 
-    def put_result(self, key: str, data: bytes) -> None:
+    def put_result(self, key: str, data: bytes) -> bool:
+        """Publish a result if none exists for the key (create-if-absent); False if one did."""
         with self.env.begin(db=self.ac, write=True) as txn:
-            txn.put(key.encode(), data)
+            return txn.put(key.encode(), data, overwrite=False)
 
     def delete_result(self, key: str) -> None:
         with self.env.begin(db=self.ac, write=True) as txn:
