@@ -25,7 +25,7 @@ from typing import Any
 from . import faults
 from .errors import BlobUnavailableError, CacheCorruptError
 from .labels import Label
-from .leases import Heartbeat, Holder, Lease, LeaseLost, LeaseStore, open_leases
+from .leases import Heartbeat, Holder, Lease, LeaseLost, LeaseStore, default_margin, open_leases
 from .primitives import LeaseBusy, StepAlreadyDone, single_flight, stop_on_loss
 from .model import Resources, Rule, map_labels
 from .results import ActionResult, OutputFile, OutputLink, check_link_target, json_value
@@ -68,15 +68,12 @@ class ExecConfig:
     workspace_root: str
     cache_dir: str
     capture_output: bool = True  # redirect the action's stdout/stderr into its log file
-    leases: str = ""  # lease store: a directory or gs:// / s3:// URL ("" = <cache_dir>/leases)
+    leases: str = ""  # lease store: a gs:// / s3:// URL or a directory ("" = the local cache's database)
     lease_ttl: float = 90.0
     lease_renew: float = 30.0
     storage_options: dict = field(default_factory=dict)  # fsspec options for a remote lease store
     in_process: bool = False  # run in the driver's process: a lost lease interrupts the thread, not exit
 
-    @property
-    def lease_location(self) -> str:
-        return self.leases or str(Path(self.cache_dir) / "leases")
 
 
 @dataclass
@@ -208,11 +205,17 @@ _lease_stores: dict[tuple, LeaseStore] = {}
 
 
 def lease_store(config: ExecConfig) -> LeaseStore:
-    """This process's lease store for `config` (opened once per process)."""
-    key = (config.lease_location, config.lease_ttl, tuple(sorted(config.storage_options.items())))
+    """This process's lease store for `config` (opened once per process): the remote store's when
+    one is configured, else records in the local cache's database."""
+    key = (config.leases, config.cache_dir, config.lease_ttl, tuple(sorted(config.storage_options.items())))
     store = _lease_stores.get(key)
     if store is None:
-        store = _lease_stores[key] = open_leases(config.lease_location, ttl=config.lease_ttl, storage_options=config.storage_options)
+        if config.leases:
+            store = open_leases(config.leases, ttl=config.lease_ttl, storage_options=config.storage_options)
+        else:
+            _, db = open_stores(config.cache_dir)
+            store = LeaseStore(f"{config.cache_dir}#leases", db.lease_object, ttl=config.lease_ttl, margin=default_margin(config.lease_ttl), pid_check=True)
+        _lease_stores[key] = store
     return store
 
 

@@ -132,8 +132,12 @@ def test_ctrl_c_releases_the_lease(ws):
     b.send_signal(signal.SIGINT)
     b.communicate(timeout=30)
     assert b.returncode == 130
-    from mbuild.leases import open_leases
+    from mbuild.execute import ExecConfig, lease_store, open_stores
 
-    leases = open_leases(ws.root / ".mbuild/cache/leases", pid_check=False)  # released, not merely dead
-    key = next(p.name for p in (ws.root / ".mbuild/cache/leases").iterdir() if not p.name.endswith(".lock"))
-    assert leases.lease(key).last_holder()[1] == "released"
+    cache = str(ws.root / ".mbuild/cache")
+    _, db = open_stores(cache)
+    with db.env.begin(db=db.leases) as txn:
+        [key] = [k.decode() for k, _ in txn.cursor()]
+    store = lease_store(ExecConfig(str(ws.root), cache))
+    store.pid_check = False  # released by the builder, not merely left behind by a dead process
+    assert store.lease(key).last_holder()[1] == "released"
