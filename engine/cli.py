@@ -131,6 +131,34 @@ def _print_summary(result, console: Console) -> None:
 
 
 @main.command()
+@click.argument("patterns", nargs=-1, required=True)
+def status(patterns):
+    """Where the actions of PATTERNS stand now: cached, or would run (and why), who is running
+    them elsewhere (host, pid, since when), and what failed before. Runs nothing."""
+    import time
+
+    from .build import build as run_build
+
+    result = run_build(patterns, dry_run=True, console=Console(quiet=True))
+    width = max((len(str(label)) for label in result.statuses), default=0)
+    for label, st in result.statuses.items():
+        name = str(label).ljust(width)
+        if st.state is State.HIT:
+            click.echo(f"{name}  cached")
+            continue
+        if st.state is State.SKIPPED:
+            click.echo(f"{name}  blocked by {st.because}")
+            continue
+        click.echo(f"{name}  would run: {st.why}")
+        pad = " " * width
+        if st.holder is not None:
+            click.echo(f"{pad}  running now: held by {st.holder.describe()}")
+        if st.failed_before:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(st.failed_before.get("at", 0)))
+            click.echo(f"{pad}  failed before ({when} on {st.failed_before.get('host')}): {st.failed_before.get('error', '').splitlines()[0]}")
+
+
+@main.command()
 @click.option("--outputs-only", is_flag=True, help="Remove materialised outputs but keep the local cache.")
 def clean(outputs_only):
     """Remove the outputs directory and the local cache (the next build reruns or fetches everything)."""

@@ -75,6 +75,7 @@ class NodeStatus:
     because: str | None = None  # the failed dependency this was skipped for
     why: str | None = None  # dry runs: why it would run
     holder: Holder | None = None  # who holds its lease, when another builder does
+    failed_before: dict | None = None  # dry runs: the recorded failure of this very key, if any
     retry_delay: float = _RETRY_FIRST
     reruns: int = 0
     waiters: list[int] = field(default_factory=list)  # nodes waiting for this one to rerun
@@ -196,6 +197,7 @@ class Scheduler:
             st.state = State.WOULD_RUN
             st.why = self._explain_miss(node, st.parts)
             st.holder = lease_store(self.exec_config).holder(st.key)
+            st.failed_before = self.db.get_failure(st.key)
             self._resolved(i)
             return
         if not self.options.retry_failed and (before := self.db.get_failure(st.key)) is not None:

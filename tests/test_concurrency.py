@@ -141,3 +141,24 @@ def test_ctrl_c_releases_the_lease(ws):
     store = lease_store(ExecConfig(str(ws.root), cache))
     store.pid_check = False  # released by the builder, not merely left behind by a dead process
     assert store.lease(key).last_holder()[1] == "released"
+
+
+def test_status_names_holder_and_earlier_failure(ws):
+    marker = ws.root / "started"
+    runs = ws.root / "runs.txt"
+    ws.write(f"{ws.rules}_slow.py", SLOW_RULES)
+    ws.build_file(
+        "g",
+        f'from {ws.rules}_slow import work\nwork(name="long", n=1, runs={str(runs)!r}, seconds=3.0, marker={str(marker)!r})\n'
+        'fail(name="bad", msg="it broke")\nwork(name="quick", n=2, runs=' + repr(str(runs)) + ')\n',
+    )
+    ws.mbuild("//g:quick", check=True)
+    ws.mbuild("//g:bad")
+    first = start_builder(ws, "//g:long")
+    wait_for(marker.exists, 60, "the action to start")
+    proc = ws.mbuild("status", "//g:all", check=True)
+    first.communicate(timeout=120)
+    lines = proc.stdout
+    assert "//g:quick  cached" in lines
+    assert "//g:long   would run: never built" in lines and "running now: held by" in lines and "[//g:long]" in lines
+    assert "failed before (" in lines and "RuntimeError: it broke" in lines
