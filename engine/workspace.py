@@ -144,8 +144,11 @@ def read_settings(path: Path) -> Settings:
         value = getattr(getattr(settings, table), key)
         if value not in choices:
             raise WorkspaceError(f"{path.name}: [{table}].{key} must be one of {', '.join(choices)}, got {value!r}{did_you_mean(value, choices)}")
-    if settings.lease.renew >= settings.lease.ttl:
-        raise WorkspaceError(f"{path.name}: [lease].renew ({settings.lease.renew}) must be shorter than [lease].ttl ({settings.lease.ttl})")
+    if not 0 < settings.lease.renew < settings.lease.ttl * 5 / 6:
+        raise WorkspaceError(
+            f"{path.name}: [lease].renew ({settings.lease.renew}) must be positive and below 5/6 of [lease].ttl ({settings.lease.ttl}): "
+            "a holder stops trusting its lease ttl/6 before others may take it over"
+        )
     return settings
 
 
