@@ -31,9 +31,18 @@ def build(
     dry_run: bool = False,
     events: Path | None = None,
     retry_failed: bool = True,
+    remote: str | None = None,
+    remote_upload: bool | None = None,
+    fray: str | None = None,
+    remote_jobs: int | None = None,
     console: Console | None = None,
 ) -> BuildResult:
-    """Build what `patterns` name; returns per-target outcomes, outputs and a summary."""
+    """Build what `patterns` name; returns per-target outcomes, outputs and a summary.
+
+    `remote`: a remote cache URL overriding [remote].url ("" for none); `remote_upload` overrides
+    [remote].upload; `fray` overrides [fray].backend (where remote-tagged actions run);
+    `remote_jobs` overrides [fray].remote_jobs.
+    """
     ws = workspace if isinstance(workspace, Workspace) else load_workspace(workspace)
     loader = Loader(ws)
     requested = expand_patterns(loader, patterns)
@@ -44,5 +53,9 @@ def build(
         dry_run=dry_run,
         events=events,
         retry_failed=retry_failed,
+        remote_url=remote,
+        remote_upload=remote_upload,
+        fray_backend=fray,
+        remote_jobs=remote_jobs,
     )
     return Scheduler(ws, graph, requested, options, console).run()

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import MbuildError
-from .events import Console
+from .events import Console, quiet_storage_logs
 from .query.command import query
 from .scheduler import State
 from .workspace import load_workspace
@@ -69,14 +69,26 @@ def main(directory: str | None) -> None:
 @click.option("-n", "--dry-run", is_flag=True, help="Show the plan: which actions are cache hits and which would run, and why. Runs nothing.")
 @click.option("--events", type=click.Path(dir_okay=False, path_type=Path), help="Write one JSON line per action and a summary line to FILE.")
 @click.option("--retry-failed/--no-retry-failed", default=True, help="Rerun actions that failed before with the same key (default), or fail at once naming the earlier failure.")
+@click.option("--remote-cache", "remote_cache", metavar="URL", help="Use this remote cache (gs://, s3://, file://) instead of [remote].url.")
+@click.option("--no-remote", is_flag=True, help="Use no remote cache, whatever WORKSPACE.toml says.")
+@click.option("--remote-upload/--no-remote-upload", default=None, help="Upload results to the remote cache, or only read from it (default: [remote].upload).")
+@click.option("--fray", "fray_backend", type=click.Choice(["local", "iris", "iris-local"]), help="Where remote-tagged actions (those asking for resources) run (default: [fray].backend).")
+@click.option("--remote-jobs", type=click.IntRange(min=1), help="Remote-tagged actions at once (default: [fray].remote_jobs).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only failures and the summary.")
-def build(patterns, jobs, keep_going, dry_run, events, retry_failed, quiet):
+def build(patterns, jobs, keep_going, dry_run, events, retry_failed, remote_cache, no_remote, remote_upload, fray_backend, remote_jobs, quiet):
     """Build targets named by labels or patterns (//pkg:name, //pkg:all, //pkg/..., //...)."""
     from .build import build as run_build
 
     gc.disable()  # a build allocates many long-lived objects and makes no garbage cycles worth collecting
+    quiet_storage_logs()
     console = Console(quiet=quiet)
-    result = run_build(patterns, jobs=jobs, keep_going=keep_going, dry_run=dry_run, events=events, retry_failed=retry_failed, console=console)
+    if no_remote and remote_cache:
+        raise click.UsageError("--no-remote and --remote-cache contradict each other")
+    remote = "" if no_remote else remote_cache
+    result = run_build(
+        patterns, jobs=jobs, keep_going=keep_going, dry_run=dry_run, events=events, retry_failed=retry_failed,
+        remote=remote, remote_upload=remote_upload, fray=fray_backend, remote_jobs=remote_jobs, console=console,
+    )
     if dry_run:
         _print_plan(result)
     _print_summary(result, console)
@@ -105,9 +117,16 @@ def _print_summary(result, console: Console) -> None:
         head = "Plan" if any(st.state is State.WOULD_RUN for st in result.statuses.values()) else "Build succeeded"
     else:
         head = "Build FAILED"
-    for count, word in ((s.ran, "ran"), (s.cache_hits, "cache hits"), (s.failed, "failed"), (s.skipped, "skipped"), (s.not_started, "not started")):
-        if count:
-            parts.append(f"{count} {word}")
+    counts = (
+        (s.ran, "ran"),
+        (s.cache_hits, "cache hits" + (f" ({s.remote_hits} remote)" if s.remote_hits else "")),
+        (s.failed, "failed"),
+        (s.skipped, "skipped"),
+        (s.not_started, "not started"),
+    )
+    parts.extend(f"{count} {word}" for count, word in counts if count)
+    if s.bytes_up or s.bytes_down:
+        parts.append(f"{_size(s.bytes_up)} up, {_size(s.bytes_down)} down")
     would = sum(st.state is State.WOULD_RUN for st in result.statuses.values())
     if would:
         parts.append(f"{would} would run")
@@ -128,6 +147,14 @@ def _print_summary(result, console: Console) -> None:
         click.echo(f"  {label} -> {path if rel.startswith('..') else rel}/")
     if len(shown) > _MAX_OUTPUT_LINES:
         click.echo(f"  ... and {len(shown) - _MAX_OUTPUT_LINES} more under {os.path.relpath(shown[0][1].parents[1], ws_root)}/")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 @main.command()

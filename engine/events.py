@@ -27,9 +27,13 @@ class ActionEvent:
     log: str | None = None
     error: str | None = None
     because: str | None = None  # for skipped: the failed dependency
+    bytes_up: int = 0  # to the remote cache
+    bytes_down: int = 0  # from the remote cache
 
     def record(self) -> dict[str, Any]:
         rec = {"label": self.label, "key": self.key, "status": self.status, "seconds": round(self.seconds, 6), "source": self.source}
+        if self.bytes_up or self.bytes_down:
+            rec["bytes_up"], rec["bytes_down"] = self.bytes_up, self.bytes_down
         for name in ("log", "error", "because"):
             if (value := getattr(self, name)) is not None:
                 rec[name] = value
@@ -41,6 +45,11 @@ class Summary:
     actions: int = 0
     ran: int = 0
     cache_hits: int = 0
+    local_hits: int = 0
+    remote_hits: int = 0
+    uploads: int = 0  # actions whose results this build uploaded to the remote cache
+    bytes_up: int = 0
+    bytes_down: int = 0
     failed: int = 0
     skipped: int = 0
     not_started: int = 0
@@ -54,6 +63,11 @@ class Summary:
                 "actions": self.actions,
                 "ran": self.ran,
                 "cache_hits": self.cache_hits,
+                "local_hits": self.local_hits,
+                "remote_hits": self.remote_hits,
+                "uploads": self.uploads,
+                "bytes_up": self.bytes_up,
+                "bytes_down": self.bytes_down,
                 "failed": self.failed,
                 "skipped": self.skipped,
                 "not_started": self.not_started,
@@ -112,3 +126,11 @@ class Console:
 
 def _secs(seconds: float) -> str:
     return f"{seconds:.2f}s" if seconds < 60 else f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
+
+
+def quiet_storage_logs() -> None:
+    """Storage clients log every retry with a traceback; mbuild reports what failed itself."""
+    import logging
+
+    for name in ("gcsfs", "s3fs", "aiobotocore", "botocore", "fsspec", "mbuild.leases", "mbuild.primitives"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)

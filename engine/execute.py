@@ -20,7 +20,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import faults
 from .errors import BlobUnavailableError, CacheCorruptError
@@ -32,6 +32,9 @@ from .results import ActionResult, OutputFile, OutputLink, check_link_target, js
 from .stores import trees
 from .stores.cas import LocalCAS
 from .stores.localdb import LocalDB
+
+if TYPE_CHECKING:  # the remote store (and asyncio) load only when a remote cache is configured
+    from .stores.remote import RemoteConfig, RemoteStore
 
 _LOG_TAIL_LINES = 30
 
@@ -59,6 +62,7 @@ class ActionSpec:
     outputs: tuple[str, ...]
     env: dict[str, str | None]
     resources: Resources | None = None
+    trust_cache: bool = True  # False: a cached result proved unusable; run it, whatever entries say
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class ExecConfig:
     lease_renew: float = 30.0
     storage_options: dict = field(default_factory=dict)  # fsspec options for a remote lease store
     in_process: bool = False  # run in the driver's process: a lost lease interrupts the thread, not exit
+    remote: RemoteConfig | None = None  # the shared remote cache, if any
 
 
 
@@ -81,6 +86,10 @@ class Ran:
     result: ActionResult
     log: str
     hit: bool = False  # found in the cache when the worker got to it (another builder made it)
+    remote_hit: bool = False  # ... in the remote cache
+    bytes_up: int = 0  # uploaded to the remote cache
+    bytes_down: int = 0  # fetched from the remote cache (inputs)
+    warnings: list[str] = field(default_factory=list)  # from the remote cache (e.g. it became unreachable)
 
 
 @dataclass
@@ -138,12 +147,18 @@ class ActionContext:
 _stores: dict[str, tuple[LocalCAS, LocalDB]] = {}
 
 
+_open_lock = threading.RLock()  # LMDB refuses a second open of one database in a process
+
+
 def open_stores(cache_dir: str) -> tuple[LocalCAS, LocalDB]:
-    """This process's handles on the local CAS and database (opened once per process)."""
+    """This process's handles on the local CAS and database (opened once per process, thread-safe)."""
     stores = _stores.get(cache_dir)
     if stores is None:
-        root = Path(cache_dir)
-        stores = _stores[cache_dir] = (LocalCAS(root), LocalDB(root / "db"))
+        with _open_lock:
+            stores = _stores.get(cache_dir)
+            if stores is None:
+                root = Path(cache_dir)
+                stores = _stores[cache_dir] = (LocalCAS(root), LocalDB(root / "db"))
     return stores
 
 
@@ -189,29 +204,75 @@ def _scratch_for(cache: Path) -> _Scratch:
 
 
 class ActionSlot:
-    """An action as a single-flight slot: done = its action-cache entry exists; lease = its key's lease."""
+    """An action as a single-flight slot: done = a valid result exists (local, or remote with every
+    blob present: then it is copied into the local cache); lease = its key's lease."""
 
-    def __init__(self, spec: ActionSpec, db: LocalDB, leases: LeaseStore):
-        self.spec, self.db, self.leases = spec, db, leases
+    def __init__(self, spec: ActionSpec, db: LocalDB, leases: LeaseStore, remote: RemoteStore | None):
+        self.spec, self.db, self.leases, self.remote = spec, db, leases, remote
+        self.remote_hit = False
 
     def done(self) -> bool:
-        return _cached(self.db, self.spec.key) is not None
+        if _cached(self.db, self.spec.key) is not None:
+            return True
+        if self.remote is not None and (hit := self.remote.lookup([self.spec.key]).get(self.spec.key)) is not None:
+            self.db.put_result(self.spec.key, hit.to_record())
+            self.remote_hit = True
+            return True
+        return False
 
     def lease(self) -> Lease:
         return self.leases.lease(self.spec.key, note=self.spec.label)
 
 
+_remotes: dict[str, RemoteStore] = {}
+_remote_warnings: list[str] = []
+
+
+def open_remote(config: ExecConfig) -> RemoteStore | None:
+    """This process's client of the remote cache (one per configuration), or None."""
+    if config.remote is None:
+        return None
+    key = repr(config.remote)
+    store = _remotes.get(key)
+    if store is None:
+        from .stores.remote import RemoteStore
+
+        with _open_lock:
+            store = _remotes.get(key) or RemoteStore(config.remote, on_warning=_remote_warnings.append)
+            _remotes[key] = store
+    return store
+
+
+def ensure_tree(result: ActionResult, cas: LocalCAS, remote: RemoteStore | None) -> tuple[Path, int]:
+    """(the verified local tree of `result`, bytes fetched): blobs missing or corrupt locally come
+    from the remote cache (verified before use); BlobUnavailableError if neither has them."""
+    try:
+        return trees.ensure(result, cas), 0
+    except BlobUnavailableError:
+        if remote is None:
+            raise
+    fetched = remote.fetch_blobs(cas, [(f.digest, f.size) for f in result.files if not cas.has(f.digest)])
+    return trees.ensure(result, cas), fetched
+
+
 _lease_stores: dict[tuple, LeaseStore] = {}
 
 
-def lease_store(config: ExecConfig) -> LeaseStore:
+def lease_store(config: ExecConfig, local: bool = False) -> LeaseStore:
     """This process's lease store for `config` (opened once per process): the remote store's when
-    one is configured, else records in the local cache's database."""
-    key = (config.leases, config.cache_dir, config.lease_ttl, tuple(sorted(config.storage_options.items())))
+    one is configured (unless `local`), else records in the local cache's database."""
+    remote_leases = bool(config.leases) and not local
+    key = (config.leases if remote_leases else "", config.cache_dir, config.lease_ttl, repr(sorted(config.storage_options.items())))
     store = _lease_stores.get(key)
-    if store is None:
-        if config.leases:
-            store = open_leases(config.leases, ttl=config.lease_ttl, storage_options=config.storage_options)
+    if store is not None:
+        return store
+    with _open_lock:
+        store = _lease_stores.get(key)
+        if store is not None:
+            return store
+        if remote_leases:
+            timeout = config.remote.timeout if config.remote else None
+            store = open_leases(config.leases, ttl=config.lease_ttl, storage_options=config.storage_options, timeout=timeout)
         else:
             _, db = open_stores(config.cache_dir)
             store = LeaseStore(f"{config.cache_dir}#leases", db.lease_object, ttl=config.lease_ttl, margin=default_margin(config.lease_ttl), pid_check=True)
@@ -228,16 +289,42 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
     still ours at that moment. A lost lease stops the action (the worker process exits, status 75).
     """
     cas, db = open_stores(config.cache_dir)
-    slot = ActionSlot(spec, db, lease_store(config))
+    remote = open_remote(config)
+    local_leases = _remote_leases_down or remote is None or not remote.available
+    slot = ActionSlot(spec, db, lease_store(config, local=local_leases), remote if spec.trust_cache else None)
     try:
-        return single_flight(slot, lambda hb: _execute(spec, config, cas, db, hb), renew=config.lease_renew, wait=False)
+        outcome = _single_flight(spec, config, cas, db, remote, slot)
     except StepAlreadyDone:
         result = _cached(db, spec.key)
-        return Ran(result, "", hit=True) if result is not None else Busy(None)
+        outcome = Ran(result, "", hit=True, remote_hit=slot.remote_hit) if result is not None else Busy(None)
     except LeaseBusy as busy:
-        return Busy(busy.holder)
+        outcome = Busy(busy.holder)
     except LeaseLost:
-        return Busy(slot.leases.holder(spec.key), fenced=True)
+        outcome = Busy(slot.leases.holder(spec.key), fenced=True)
+    if isinstance(outcome, Ran) and _remote_warnings:
+        outcome.warnings, _remote_warnings[:] = list(_remote_warnings), []
+    return outcome
+
+
+_remote_leases_down = False
+
+
+def _single_flight(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, slot: ActionSlot) -> Outcome:
+    """single_flight over the slot; if the remote lease store fails before the action starts (the
+    remote cache is an accelerator, never a dependency), fall back to local leases for good."""
+    global _remote_leases_down
+    work = lambda hb: _execute(spec, config, cas, db, remote, hb)  # noqa: E731
+    try:
+        return single_flight(slot, work, renew=config.lease_renew, wait=False)
+    except (StepAlreadyDone, LeaseBusy, LeaseLost):
+        raise
+    except Exception as exc:
+        if not config.leases or _remote_leases_down or slot.leases is lease_store(config, local=True):
+            raise
+        _remote_leases_down = True
+        _remote_warnings.append(f"remote lease store unreachable ({type(exc).__name__}: {str(exc)[:200]}); using local leases")
+        slot.leases = lease_store(config, local=True)
+        return single_flight(slot, work, renew=config.lease_renew, wait=False)
 
 
 def _cached(db: LocalDB, key: str) -> ActionResult | None:
@@ -252,14 +339,14 @@ def _cached(db: LocalDB, key: str) -> ActionResult | None:
         return None
 
 
-def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, heartbeat: Heartbeat) -> Outcome:
+def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, heartbeat: Heartbeat) -> Outcome:
     """Stage inputs, run the rule, check and store its outputs, publish (if the lease is still ours)."""
     faults.point("acquired")
     cache = Path(config.cache_dir)
     scratch = _scratch_for(cache)
     scratch.reset()
     try:
-        paths = _stage_inputs(spec, cas, Path(config.workspace_root))
+        paths, fetched = _stage_inputs(spec, cas, remote, Path(config.workspace_root))
     except _InputGone as gone:
         return InputUnavailable(gone.label, gone.reason)
     faults.point("running")
@@ -290,8 +377,13 @@ def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, h
     heartbeat.check()  # fencing: publish only while the lease is still ours (raises LeaseLost)
     db.put_result(spec.key, result.to_record())
     db.clear_failure(spec.key)
+    uploaded = 0
+    if remote is not None and remote.config.upload:
+        before = remote.stats.bytes_up
+        remote.publish(cas, spec.key, result)  # every blob first, then the record (create-if-absent)
+        uploaded = remote.stats.bytes_up - before
     faults.point("published")
-    return Ran(result, log_path or "")
+    return Ran(result, log_path or "", bytes_up=uploaded, bytes_down=fetched)
 
 
 def _failed(db: LocalDB, spec: ActionSpec, error: str, detail: str, log: str) -> Failed:
@@ -313,18 +405,21 @@ def _keep_log(scratch_log: Path, cache: Path, key: str, size: int, force: bool) 
     return str(dest)
 
 
-def _stage_inputs(spec: ActionSpec, cas: LocalCAS, root: Path) -> dict[str, Path]:
-    """Local paths for every input: source files in place, output trees from the tree cache (verified)."""
+def _stage_inputs(spec: ActionSpec, cas: LocalCAS, remote: RemoteStore | None, root: Path) -> tuple[dict[str, Path], int]:
+    """(local paths for every input, bytes fetched): source files in place, output trees from the
+    tree cache (verified), fetched from the remote cache when they are not here."""
     paths: dict[str, Path] = {}
+    fetched = 0
     for label, inp in spec.inputs.items():
         if inp.result is None:
             paths[label] = root / inp.relpath
             continue
         try:
-            paths[label] = trees.ensure(inp.result, cas)
+            paths[label], n = ensure_tree(inp.result, cas, remote)
         except BlobUnavailableError as exc:
             raise _InputGone(label, str(exc)) from None
-    return paths
+        fetched += n
+    return paths, fetched
 
 
 class _InputGone(Exception):

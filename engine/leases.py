@@ -283,15 +283,15 @@ class GcsObject:
     the kind of upload whose preconditions the emulator honours too; HTTP 412 -> Conflict.
     """
 
-    def __init__(self, fs, bucket: str, name: str):
-        self.fs, self.bucket, self.name = fs, bucket, name
+    def __init__(self, fs, bucket: str, name: str, timeout: float | None = None):
+        self.fs, self.bucket, self.name, self.timeout = fs, bucket, name, timeout
         self.where = f"gs://{bucket}/{name}"
 
     def read(self) -> tuple[bytes, str] | None:
         from fsspec.asyn import sync
 
         try:
-            headers, data = sync(self.fs.loop, self.fs._call, "GET", "b/{}/o/{}", self.bucket, self.name, alt="media")
+            headers, data = sync(self.fs.loop, self.fs._call, "GET", "b/{}/o/{}", self.bucket, self.name, alt="media", timeout=self.timeout)
         except FileNotFoundError:
             return None
         return data, str(headers["x-goog-generation"])
@@ -308,7 +308,7 @@ class GcsObject:
             out = sync(
                 self.fs.loop, self.fs._call, "POST", f"{self.fs._location}/upload/storage/v1/b/{self.bucket}/o",
                 uploadType="multipart", ifGenerationMatch=expected or "0", data=body, json_out=True,
-                headers={"Content-Type": 'multipart/related; boundary="==0=="'},
+                headers={"Content-Type": 'multipart/related; boundary="==0=="'}, timeout=self.timeout,
             )
         except FileExistsError as exc:  # gcsfs maps HTTP 412 (precondition failed) to this
             raise Conflict(f"{self.where}: generation is not {expected or 'absent'}") from exc
@@ -324,8 +324,8 @@ class S3Object:
     body keeps versions unique.
     """
 
-    def __init__(self, fs, bucket: str, key: str):
-        self.fs, self.bucket, self.key = fs, bucket, key
+    def __init__(self, fs, bucket: str, key: str, timeout: float | None = None):
+        self.fs, self.bucket, self.key, self.timeout = fs, bucket, key, timeout
         self.where = f"s3://{bucket}/{key}"
 
     async def _read(self):
@@ -341,7 +341,7 @@ class S3Object:
         from fsspec.asyn import sync
 
         try:
-            return sync(self.fs.loop, self._read)
+            return sync(self.fs.loop, self._read, timeout=self.timeout)
         except FileNotFoundError:
             return None
 
@@ -352,7 +352,7 @@ class S3Object:
         try:
             out = sync(
                 self.fs.loop, self.fs._call_s3, "put_object", Bucket=self.bucket, Key=self.key, Body=data,
-                ContentType="application/json", **cond,
+                ContentType="application/json", timeout=self.timeout, **cond,
             )
         except OSError as exc:
             err = getattr(exc.__cause__, "response", {}) or {}
@@ -619,6 +619,7 @@ def open_leases(
     storage_options: dict | None = None,
     fs: Any = None,
     pid_check: bool = True,
+    timeout: float | None = None,
 ) -> LeaseStore:
     """A lease store at `location`: a local path or file:// URL, gs://bucket/prefix, s3://bucket/prefix.
 
@@ -627,9 +628,10 @@ def open_leases(
     `ttl`: a lease not renewed for this long is stale. `margin`: a holder stops trusting its lease
     this long before others may take it over (default ttl/6). `pid_check`: a lease whose holder is
     a dead process on this same machine (same host, boot and pid namespace) is stale at once.
+    `timeout`: a deadline per remote request (gcsfs alone retries a refused connection for ~40 s).
     """
     margin = default_margin(ttl) if margin is None else margin
-    root, factory = _objects(location, storage_options, fs)
+    root, factory = _objects(location, storage_options, fs, timeout)
     return LeaseStore(root, factory, ttl=ttl, margin=margin, pid_check=pid_check)
 
 
@@ -646,7 +648,7 @@ def cas_object(location: str | os.PathLike, *, storage_options: dict | None = No
     return _objects(parent, storage_options, fs)[1](name)
 
 
-def _objects(location: str | os.PathLike, storage_options: dict | None, fs: Any) -> tuple[str, Callable[[str], CasObject]]:
+def _objects(location: str | os.PathLike, storage_options: dict | None, fs: Any, timeout: float | None = None) -> tuple[str, Callable[[str], CasObject]]:
     """(normalised location, key -> CasObject) for a local path / file:// URL, gs:// or s3:// prefix."""
     loc = os.fspath(location)
     proto, sep, rest = loc.partition("://")
@@ -663,10 +665,10 @@ def _objects(location: str | os.PathLike, storage_options: dict | None, fs: Any)
 
     if proto in ("gs", "gcs"):
         gfs = fs or _filesystem("gs", storage_options)
-        return f"gs://{bucket}/{prefix}".rstrip("/"), lambda key: GcsObject(gfs, bucket, name(key))
+        return f"gs://{bucket}/{prefix}".rstrip("/"), lambda key: GcsObject(gfs, bucket, name(key), timeout)
     if proto in ("s3", "s3a"):
         sfs = fs or _filesystem("s3", storage_options)
-        return f"s3://{bucket}/{prefix}".rstrip("/"), lambda key: S3Object(sfs, bucket, name(key))
+        return f"s3://{bucket}/{prefix}".rstrip("/"), lambda key: S3Object(sfs, bucket, name(key), timeout)
     raise ValueError(f"leases need a local path, gs:// or s3:// location, not {proto}://")
 
 

@@ -11,19 +11,25 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import MbuildError
+from .execute import ensure_tree
 from .labels import Label
 from .results import ActionResult
 from .stores import trees
 from .stores.cas import LocalCAS
+
+if TYPE_CHECKING:
+    from .stores.remote import RemoteStore
 from .workspace import BUILD_FILE, Workspace
 
 
 class Materializer:
-    def __init__(self, workspace: Workspace, cas: LocalCAS):
+    def __init__(self, workspace: Workspace, cas: LocalCAS, remote: RemoteStore | None = None):
         self.ws = workspace
         self.cas = cas
+        self.remote = remote
         self.outputs = str(workspace.outputs_dir)
         self.root = str(workspace.root)
         self.trees = str(trees.tree_path(cas, "")) + "/"
@@ -37,8 +43,10 @@ class Materializer:
             prefix = self._link_prefix[parent] = os.path.relpath(self.trees, parent) + "/" if relative else self.trees
         return prefix
 
-    def place(self, label: Label, result: ActionResult) -> Path:
-        """Point the target's output path at its verified tree (BlobUnavailableError if a blob is bad)."""
+    def place(self, label: Label, result: ActionResult) -> tuple[Path, int]:
+        """Point the target's output path at its verified tree; (the path, bytes fetched from the remote).
+
+        Blobs missing here come from the remote cache; BlobUnavailableError if neither has them good."""
         parent = f"{self.outputs}/{label.package}" if label.package else self.outputs
         dest = f"{parent}/{label.name}"
         if "/" in label.name:
@@ -47,7 +55,7 @@ class Materializer:
         target = self._prefix(parent) + result.tree
         try:
             if os.readlink(dest) == target and os.path.isdir(tree):
-                return Path(dest)
+                return Path(dest), 0
         except OSError:
             pass
         if os.path.exists(os.path.join(self.root, label.package, label.name, BUILD_FILE)):
@@ -55,7 +63,7 @@ class Materializer:
                 f"cannot materialise {label} at {self.ws.relpath(Path(dest))}: package "
                 f"//{label.package}/{label.name} has the same output path; rename the target"
             )
-        trees.ensure(result, self.cas)
+        _, fetched = ensure_tree(result, self.cas, self.remote)
         self._ensure_outputs_dir()
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".{os.path.basename(dest)}.tmp-{uuid.uuid4().hex[:8]}")
@@ -65,7 +73,7 @@ class Materializer:
         except IsADirectoryError:  # a real directory is in the way (made by hand): replace it
             shutil.rmtree(dest)
             os.replace(tmp, dest)
-        return Path(dest)
+        return Path(dest), fetched
 
     def _ensure_outputs_dir(self) -> None:
         if not self._checked_dir:

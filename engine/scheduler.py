@@ -9,6 +9,7 @@ its action reruns, never served.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import os
 import queue
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .codeprint import CodePrinter
 from .digests import digest_bytes
@@ -32,6 +33,9 @@ from .materialize import Materializer
 from .model import SourceFile, Target, iter_labels, map_labels
 from .results import ActionResult
 from .workers import WorkerDied, WorkerPool
+
+if TYPE_CHECKING:
+    from .stores.remote import RemoteConfig
 from .workspace import Workspace
 
 _MAX_RERUNS = 2  # times an action reruns because a dependency's stored bytes went bad
@@ -59,6 +63,10 @@ class BuildOptions:
     dry_run: bool = False
     events: Path | None = None
     retry_failed: bool = True  # False: an action that failed before with the same key fails at once
+    remote_url: str | None = None  # None: [remote].url; "": no remote cache
+    remote_upload: bool | None = None  # None: [remote].upload
+    fray_backend: str | None = None  # None: [fray].backend
+    remote_jobs: int | None = None  # None: [fray].remote_jobs
 
 
 @dataclass
@@ -78,6 +86,9 @@ class NodeStatus:
     failed_before: dict | None = None  # dry runs: the recorded failure of this very key, if any
     retry_delay: float = _RETRY_FIRST
     reruns: int = 0
+    distrust: bool = False  # its cached result proved unusable: the next run must really run it
+    bytes_up: int = 0
+    bytes_down: int = 0
     waiters: list[int] = field(default_factory=list)  # nodes waiting for this one to rerun
 
 
@@ -108,16 +119,31 @@ class Scheduler:
         self.done: queue.Queue = queue.Queue()
         self.stopping = False
         self.pool: WorkerPool | None = None
+        self.fray: Any = None  # the FrayExecutor, made when the first remote-tagged action runs
         self.cas, self.db = open_stores(str(workspace.cache_dir))
         _ensure_gitignored(workspace.cache_dir)
         self.codeprinter = CodePrinter(workspace.root)
+        self.remote_config = remote_config(workspace, options)
+        self.remote = None
+        if self.remote_config is not None:
+            from .stores.remote import RemoteStore
+
+            self.remote = RemoteStore(self.remote_config, on_warning=self._warn_once)
+        self.remote_queue: list[int] = []  # local misses waiting for one batched remote lookup
+        self.warned: set[str] = set()
         lease = workspace.settings.lease
-        self.exec_config = ExecConfig(str(workspace.root), str(workspace.cache_dir), lease_ttl=lease.ttl, lease_renew=lease.renew)
+        shared = self.remote_config is not None and self.remote_config.upload  # leases where results are published
+        self.exec_config = ExecConfig(
+            str(workspace.root), str(workspace.cache_dir), lease_ttl=lease.ttl, lease_renew=lease.renew,
+            leases=self.remote_config.url.rstrip("/") + "/leases" if shared else "",
+            storage_options=self.remote_config.storage_options if shared else {},
+            remote=self.remote_config,
+        )
         self.timers: list[tuple[float, int]] = []  # (when, node): another look at an action held elsewhere
         os.environ["MBUILD_BUILDER_PID"] = str(os.getpid())  # what fault injection (crash tests) kills
         self.events = EventsFile(options.events)
         self.outputs: dict[Label, Path] = {}
-        self.materializer = Materializer(workspace, self.cas)
+        self.materializer = Materializer(workspace, self.cas, self.remote)
         self.actions = sum(isinstance(n, Target) for n in graph.order)
         self.finished = 0
         self.env_values = os.environ
@@ -133,6 +159,9 @@ class Scheduler:
             while True:
                 while self.ready and not self.stopping:
                     self._visit(self.ready.pop())
+                if self.remote_queue:
+                    self._remote_lookup()
+                    continue
                 self._retry_due()
                 if self.ready and not self.stopping:
                     continue  # a retried action resolved and released its dependents
@@ -146,12 +175,16 @@ class Scheduler:
         except KeyboardInterrupt:
             interrupted = True
             self.console.error(f"\nInterrupted: stopping {len(self.running)} running action(s); nothing partial is cached.")
-            if self.pool is not None:
-                for task in list(self.running.values()):
-                    self.pool.cancel(task)
+            for i, handle in list(self.running.items()):
+                if self.graph.order[i].remote and self.fray is not None:
+                    self.fray.cancel(handle)
+                elif self.pool is not None:
+                    self.pool.cancel(handle)
         finally:
             if self.pool is not None:
                 self.pool.close(kill=interrupted)
+            if self.fray is not None:
+                self.fray.close(kill=interrupted)
             self._save_label_records()
             self.db.sync()
         return self._finish(time.monotonic() - start, interrupted)
@@ -193,6 +226,33 @@ class Scheduler:
             st.result, st.digest = result, result.tree
             self._settle(i, State.HIT)
             return
+        if self.remote is not None and self.remote.available:
+            self.remote_queue.append(i)  # asked together with the other misses of this round
+            return
+        self._miss(i)
+
+    def _remote_lookup(self) -> None:
+        """One batched remote lookup for this round's local misses: a hit needs its record valid and
+        every blob it names present remotely. Hits are copied into the local cache; their bytes are
+        fetched only if someone needs them here (build without the bytes)."""
+        batch, self.remote_queue = self.remote_queue, []
+        hits = self.remote.lookup(list({self.status[i].key for i in batch}))
+        if not self.remote.available and self.exec_config.remote is not None:
+            # The remote is down: workers use only the local cache and local leases from now on.
+            self.exec_config = dataclasses.replace(self.exec_config, remote=None, leases="", storage_options={})
+        for i in batch:
+            st = self.status[i]
+            result = hits.get(st.key)
+            if result is None:
+                self._miss(i)
+                continue
+            self.db.put_result(st.key, result.to_record())
+            st.result, st.digest, st.source = result, result.tree, "remote"
+            self._settle(i, State.HIT)
+
+    def _miss(self, i: int) -> None:
+        st = self.status[i]
+        node = self.graph.order[i]
         if self.options.dry_run:
             st.state = State.WOULD_RUN
             st.why = self._explain_miss(node, st.parts)
@@ -218,21 +278,59 @@ class Scheduler:
             return None
 
     def _submit(self, i: int, announce: bool = True) -> None:
+        """Run an action: remote-tagged ones (they ask for resources) as fray jobs, the rest in the local pool."""
         node: Target = self.graph.order[i]
         st = self.status[i]
-        if self.pool is None:
-            self.pool = WorkerPool(self.options.jobs, lambda task, payload, exc: self.done.put((task.tag, payload, exc)))
         st.state = State.RUNNING
         st.seconds = time.monotonic()
         if announce:
             self.console.started(str(node.label), self.finished, self.actions)
+        if node.remote:
+            self.running[i] = self._fray_executor().submit(self._spec(i), self.exec_config, i)
+            return
+        if self.pool is None:
+            self.pool = WorkerPool(self.options.jobs, lambda task, payload, exc: self.done.put((task.tag, payload, exc, "local")))
         self.running[i] = self.pool.submit(run_action, (self._spec(i), self.exec_config), i)
 
-    def _handle(self, i: int, outcome: Any, exc: BaseException | None) -> None:
+    def _fray_executor(self):
+        if self.fray is None:
+            from .fray_exec import FrayExecutor  # fray (and Iris) load only when a remote-tagged action runs
+
+            settings = self.ws.settings.fray
+            self.fray = FrayExecutor(
+                self.options.fray_backend or settings.backend,
+                controller=settings.controller or None,
+                max_jobs=self.options.remote_jobs or settings.remote_jobs,
+                retries=settings.retries,
+                on_done=lambda job, outcome, exc: self.done.put((job.tag, outcome, exc, job.source)),
+                lookup=self._lookup_anywhere,
+                namespace=self.remote_config.url if self.remote_config else None,
+            )
+        return self.fray
+
+    def _lookup_anywhere(self, key: str) -> ActionResult | None:
+        """A result published by a job: in the local cache, or (a job elsewhere) in the remote one.
+        Called from the fray poller thread."""
+        _, db = open_stores(str(self.ws.cache_dir))
+        data = db.get_result(key)
+        if data is not None:
+            try:
+                return ActionResult.from_record(data)
+            except CacheCorruptError:
+                pass
+        if self.remote is not None:
+            hit = self.remote.lookup([key]).get(key)
+            if hit is not None:
+                db.put_result(key, hit.to_record())
+                return hit
+        return None
+
+    def _handle(self, i: int, outcome: Any, exc: BaseException | None, source: str) -> None:
         self.running.pop(i, None)
         st = self.status[i]
         node = self.graph.order[i]
         st.seconds = time.monotonic() - st.seconds
+        st.source = source
         if isinstance(exc, WorkerDied) and exc.code == LEASE_LOST_EXIT_CODE:
             outcome, exc = Busy(None, fenced=True), None  # fenced: it stopped without publishing
         if exc is not None:
@@ -242,6 +340,11 @@ class Scheduler:
             return
         if isinstance(outcome, Ran):
             st.result, st.digest, st.log = outcome.result, outcome.result.tree, outcome.log or None
+            st.bytes_up, st.bytes_down = st.bytes_up + outcome.bytes_up, st.bytes_down + outcome.bytes_down
+            for warning in outcome.warnings:
+                self._warn_once(warning)
+            if outcome.remote_hit:
+                st.source = "remote"
             if outcome.hit:
                 self._settle(i, State.HIT)
             else:
@@ -263,6 +366,8 @@ class Scheduler:
         elif busy.holder is not None and (st.holder is None or st.holder.owner != busy.holder.owner):
             self.console.line(f"waiting for {label}: held by {busy.holder.describe()}")
         st.state, st.holder = State.BLOCKED, busy.holder or st.holder
+        if self.graph.order[i].remote:  # each look is a new job: look less often
+            st.retry_delay = max(st.retry_delay, 1.0)
         delay = st.retry_delay
         if busy.holder is not None:  # no later than the moment it would go stale
             delay = min(delay, max(0.01, busy.holder.expires - time.time() + 0.01))
@@ -294,6 +399,7 @@ class Scheduler:
             self._fail(i, f"input {outcome.label} keeps coming back unusable: {outcome.reason}", "", None)
             return
         pst.reruns += 1
+        pst.distrust = True
         if pst.key:
             self.db.delete_result(pst.key)
         self.status[i].state = State.WAITING
@@ -301,6 +407,13 @@ class Scheduler:
         if producer not in self.running:
             self.finished -= 1  # it finishes again
             self._submit(producer)
+
+    def _warn_once(self, message: str) -> None:
+        """Print a warning once per kind (the text before its first colon: workers each report an outage)."""
+        kind = message.split(":", 1)[0]
+        if kind not in self.warned:
+            self.warned.add(kind)
+            self.console.error(f"warning: {message}")
 
     def _fail(self, i: int, error: str, detail: str, log: str | None) -> None:
         st = self.status[i]
@@ -320,11 +433,13 @@ class Scheduler:
         node = self.graph.order[i]
         if state in _RESOLVED and node.label in self.requested and not self.options.dry_run:
             try:
-                self.outputs[node.label] = self.materializer.place(node.label, st.result)
+                self.outputs[node.label], fetched = self.materializer.place(node.label, st.result)
+                st.bytes_down += fetched
             except BlobUnavailableError as exc:
                 if st.reruns < _MAX_RERUNS:
                     self.console.line(f"warning: cached output of {node.label} is unusable ({exc.reason}); rebuilding it")
                     st.reruns += 1
+                    st.distrust = True
                     self.db.delete_result(st.key)
                     self._submit(i)
                     return
@@ -334,7 +449,7 @@ class Scheduler:
         self.events.write(
             ActionEvent(
                 str(node.label), st.key, _EVENT_STATUS[state], st.seconds if state is State.RAN or state is State.FAILED else 0.0,
-                st.source, st.log, st.error, st.because,
+                st.source, st.log, st.error, st.because, st.bytes_up, st.bytes_down,
             ).record()
         )
         self._resolved(i)
@@ -392,6 +507,7 @@ class Scheduler:
             outputs=node.outputs,
             env=self.status[i].parts.env,
             resources=node.resources,
+            trust_cache=not self.status[i].distrust,
         )
 
     # --- explanations ----------------------------------------------------------------------------
@@ -451,10 +567,17 @@ class Scheduler:
             st = self.status[i]
             statuses[node.label] = st
             summary.actions += 1
+            summary.bytes_up += st.bytes_up
+            summary.bytes_down += st.bytes_down
             if st.state is State.RAN:
                 summary.ran += 1
+                summary.uploads += st.bytes_up > 0
             elif st.state is State.HIT:
                 summary.cache_hits += 1
+                if st.source == "remote":
+                    summary.remote_hits += 1
+                else:
+                    summary.local_hits += 1
             elif st.state is State.FAILED:
                 summary.failed += 1
                 failures.append((node.label, st))
@@ -499,3 +622,15 @@ def _ensure_gitignored(cache_dir: Path) -> None:
     if not marker.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         marker.write_text("# written by mbuild: the local cache\n*\n")
+
+
+def remote_config(workspace: Workspace, options: BuildOptions) -> RemoteConfig | None:
+    """The remote cache to use: WORKSPACE.toml's [remote], overridden by the command line."""
+    settings = workspace.settings.remote
+    url = settings.url if options.remote_url is None else options.remote_url
+    if not url:
+        return None
+    upload = settings.upload if options.remote_upload is None else options.remote_upload
+    from .stores.remote import RemoteConfig
+
+    return RemoteConfig(url, upload=upload, timeout=settings.timeout, max_failures=settings.max_failures, storage_options=dict(settings.options))

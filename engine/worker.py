@@ -13,6 +13,8 @@ import sys
 import traceback
 from multiprocessing.connection import Connection
 
+from .events import quiet_storage_logs
+
 
 def _die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when the driver that started it dies."""
@@ -23,11 +25,18 @@ def _die_with_parent() -> None:
         pass  # not Linux: the worker still exits when the driver's socket closes
 
 
+def _stop(signum, frame) -> None:
+    """Unwind once: a second SIGTERM must not interrupt the clean-up (releasing the lease)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(128 + signum)
+
+
 def main(fd: int) -> None:
+    quiet_storage_logs()
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     # The driver stops an action with SIGTERM: unwind (the action's lease is released on the way out).
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, _stop)
     conn = Connection(fd)
     sys.path[:] = conn.recv()
     while True:

@@ -50,6 +50,7 @@ class WorkerPool:
         self._tasks: queue.Queue[Task | None] = queue.Queue()
         self._lock = threading.Lock()
         self._procs: dict[int, subprocess.Popen] = {}
+        self._stopping: set[int] = set()  # workers already sent SIGTERM (a second one could cut their clean-up short)
         self._threads = [threading.Thread(target=self._slot, args=(i,), daemon=True, name=f"mbuild-slot-{i}") for i in range(size)]
         for t in self._threads:
             t.start()
@@ -66,7 +67,10 @@ class WorkerPool:
         with self._lock:
             task.cancelled = True
             pid = task.worker_pid
-        if pid is not None:
+            stopping = pid is not None and pid not in self._stopping
+            if stopping:
+                self._stopping.add(pid)
+        if stopping:
             _stop_group(pid)
 
     def close(self, kill: bool = False) -> None:
@@ -75,7 +79,8 @@ class WorkerPool:
             self._tasks.put(_STOP)
         if kill:
             with self._lock:
-                procs = list(self._procs.values())
+                procs = [p for p in self._procs.values() if p.pid not in self._stopping]
+                self._stopping.update(p.pid for p in procs)
             for proc in procs:
                 if proc.poll() is None:
                     _stop_group(proc.pid)
@@ -116,12 +121,13 @@ class WorkerPool:
                     task.worker_pid = None
             self._on_done(task, payload, None) if status == "ok" else self._on_done(task, None, RuntimeError(payload))
         if proc is not None:
+            # An idle worker holds nothing (no task, no lease): ask it to stop, give it a moment, and
+            # move on. It exits by itself, or when this thread ends (PR_SET_PDEATHSIG).
             try:
                 conn.send(_STOP)
-                proc.wait(timeout=10)
+                proc.wait(timeout=0.5)
             except (OSError, subprocess.TimeoutExpired):
-                _killpg(proc.pid)
-                proc.wait()
+                pass
             conn.close()
 
     def _spawn(self, slot: int) -> tuple[Connection, subprocess.Popen]:

@@ -49,7 +49,7 @@ class RemoteSection:
     url: str = ""  # empty: no remote cache
     # False makes a read-only client: it never writes anything to the remote.
     upload: bool = True
-    timeout: float = 10.0  # seconds per request
+    timeout: float = 5.0  # seconds per request (plus 1 s per MiB moved)
     max_failures: int = 3  # consecutive failures before the client stops asking
     options: dict = field(default_factory=dict)  # fsspec storage options (endpoint_url, token, ...)
 

@@ -32,7 +32,7 @@ class LocalDB:
         directory.mkdir(parents=True, exist_ok=True)
         try:
             self.env = _open(directory)
-        except lmdb.Error as exc:
+        except (lmdb.CorruptedError, lmdb.InvalidError, lmdb.VersionMismatchError, lmdb.PageNotFoundError, lmdb.BadChecksumError) as exc:
             aside = directory.with_name(f"{directory.name}.damaged-{int(time.time())}")
             os.replace(directory, aside)
             warnings.warn(f"local cache database {directory} could not be opened ({exc}); moved it to {aside} and started a new one")
