@@ -50,6 +50,7 @@ class Summary:
     uploads: int = 0  # actions whose results this build uploaded to the remote cache
     bytes_up: int = 0
     bytes_down: int = 0
+    remote_requests: int = 0
     failed: int = 0
     skipped: int = 0
     not_started: int = 0
@@ -68,6 +69,7 @@ class Summary:
                 "uploads": self.uploads,
                 "bytes_up": self.bytes_up,
                 "bytes_down": self.bytes_down,
+                "remote_requests": self.remote_requests,
                 "failed": self.failed,
                 "skipped": self.skipped,
                 "not_started": self.not_started,

@@ -89,6 +89,7 @@ class Ran:
     remote_hit: bool = False  # ... in the remote cache
     bytes_up: int = 0  # uploaded to the remote cache
     bytes_down: int = 0  # fetched from the remote cache (inputs)
+    requests: int = 0  # requests this action made to the remote cache
     warnings: list[str] = field(default_factory=list)  # from the remote cache (e.g. it became unreachable)
 
 
@@ -291,6 +292,7 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
     cas, db = open_stores(config.cache_dir)
     remote = open_remote(config)
     local_leases = _remote_leases_down or remote is None or not remote.available
+    requests_before = remote.stats.requests if remote is not None else 0
     slot = ActionSlot(spec, db, lease_store(config, local=local_leases), remote if spec.trust_cache else None)
     try:
         outcome = _single_flight(spec, config, cas, db, remote, slot)
@@ -301,8 +303,10 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
         outcome = Busy(busy.holder)
     except LeaseLost:
         outcome = Busy(slot.leases.holder(spec.key), fenced=True)
-    if isinstance(outcome, Ran) and _remote_warnings:
-        outcome.warnings, _remote_warnings[:] = list(_remote_warnings), []
+    if isinstance(outcome, Ran):
+        outcome.requests = remote.stats.requests - requests_before if remote is not None else 0
+        if _remote_warnings:
+            outcome.warnings, _remote_warnings[:] = list(_remote_warnings), []
     return outcome
 
 

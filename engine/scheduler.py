@@ -130,6 +130,7 @@ class Scheduler:
 
             self.remote = RemoteStore(self.remote_config, on_warning=self._warn_once)
         self.remote_queue: list[int] = []  # local misses waiting for one batched remote lookup
+        self.worker_requests = 0  # remote requests made by workers and jobs
         self.warned: set[str] = set()
         lease = workspace.settings.lease
         shared = self.remote_config is not None and self.remote_config.upload  # leases where results are published
@@ -341,6 +342,7 @@ class Scheduler:
         if isinstance(outcome, Ran):
             st.result, st.digest, st.log = outcome.result, outcome.result.tree, outcome.log or None
             st.bytes_up, st.bytes_down = st.bytes_up + outcome.bytes_up, st.bytes_down + outcome.bytes_down
+            self.worker_requests += outcome.requests
             for warning in outcome.warnings:
                 self._warn_once(warning)
             if outcome.remote_hit:
@@ -585,6 +587,8 @@ class Scheduler:
                 summary.skipped += 1
             elif st.state is not State.WOULD_RUN:
                 summary.not_started += 1
+        if self.remote is not None:
+            summary.remote_requests = self.remote.stats.requests + self.worker_requests
         if interrupted:
             summary.exit_code = 130
         elif summary.failed or summary.skipped or summary.not_started:
