@@ -9,7 +9,7 @@ matching its digest. At the end a clean build must produce exactly the expected 
 (computed independently), and the execution log must show no two overlapping executions of
 one action (the single-flight guarantee).
 
-    python bench/crash_harness.py                 # 60 rounds
+    python bench/crash_harness.py                 # 80 rounds
     python bench/crash_harness.py --rounds 12 --actions 20
 """
 
@@ -129,7 +129,7 @@ def overlaps(log: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=80)
     parser.add_argument("--actions", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -148,12 +148,12 @@ def main() -> None:
             # after a kill the same keys are built again, over what the killed builder left behind.
             (root / "WORKSPACE.toml").write_text(f'[workspace]\nsalt = "round-{salt}"\n[lease]\nttl = 3.0\nrenew = 0.5\n')
             phase = rng.choice(PHASES + ["timer"])
-            env = {"MBUILD_FAULTS": f"{phase}={rng.uniform(0.1, 0.4):.2f}"} if phase != "timer" else {}
+            env = {"MBUILD_FAULTS": f"{phase}={rng.uniform(0.15, 0.5):.2f}"} if phase != "timer" else {}
             victim = builder(root, env)
             peers = [builder(root)] if rng.random() < 0.5 else []
             builders_started += 1 + len(peers)
             if phase == "timer":
-                time.sleep(rng.uniform(0.1, 2.0))  # a random moment of the build: the point of this harness
+                time.sleep(rng.uniform(0.1, 1.5))  # a random moment of the build: the point of this harness
                 if victim.poll() is None:
                     os.killpg(victim.pid, signal.SIGKILL)
             victim.wait(timeout=600)
