@@ -26,7 +26,7 @@ def test_works_from_a_subdirectory(ws):
     assert (ws.root / "mbuild-out/p/x/out.txt").exists()
 
 
-@pytest.mark.parametrize("command", [[], ["build"], ["clean"]])
+@pytest.mark.parametrize("command", [[], ["build"], ["clean"], ["status"], ["query"]])
 def test_help_on_every_command(ws, command):
     proc = ws.mbuild(*command, "--help", check=True)
     assert "Usage:" in proc.stdout
