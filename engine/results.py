@@ -14,7 +14,7 @@ import orjson
 
 from .digests import digest_bytes, is_digest
 from .encoding import encode
-from .errors import CacheCorruptError
+from .errors import CacheCorruptError, MbuildError
 
 RESULT_FORMAT = 1
 MAX_VALUE_BYTES = 1 << 20
@@ -62,12 +62,13 @@ class ActionResult:
         return digest_bytes(data).encode() + b"\n" + data
 
     @staticmethod
-    def from_record(record: bytes) -> ActionResult:
-        """Read a stored result: the checksum must match, then the JSON is validated as in from_json."""
+    def from_record(record: bytes, check_tree: bool = False) -> ActionResult:
+        """Read a stored result: the checksum must match, then the JSON is validated as in from_json
+        (with check_tree for records from elsewhere: the local database is trusted not to lie)."""
         data = record[33:]
         if len(record) < 33 or record[32:33] != b"\n" or digest_bytes(data).encode() != record[:32]:
             raise CacheCorruptError("action result record is truncated or does not match its checksum")
-        return ActionResult.from_json(data, check_tree=False)
+        return ActionResult.from_json(data, check_tree=check_tree)
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -106,7 +107,10 @@ class ActionResult:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise CacheCorruptError(f"unreadable action result: {exc}") from None
         if check_tree:
-            result = ActionResult.make(files, links, dirs, value, meta)
+            try:
+                result = ActionResult.make(files, links, dirs, value, meta)
+            except MbuildError as exc:  # a value the key encoding refuses (e.g. nested too deep)
+                raise CacheCorruptError(f"unreadable action result: {exc}") from None
             if result.tree != tree:
                 raise CacheCorruptError("action result does not match its tree digest")
         else:

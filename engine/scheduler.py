@@ -30,7 +30,7 @@ from .graph import Graph
 from .keys import KeyParts, file_input, tree_input
 from .labels import Label
 from .materialize import Materializer
-from .model import SourceFile, Target, iter_labels, map_labels
+from .model import SourceFile, Target, map_labels
 from .results import ActionResult
 from .workers import WorkerDied, WorkerPool
 

@@ -40,7 +40,7 @@ class LocalCAS:
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
-                self._install(Path(tmp), digest)
+                self.install(Path(tmp), digest)
             except BaseException:
                 _unlink(tmp)
                 raise
@@ -63,7 +63,7 @@ class LocalCAS:
             else:
                 shutil.copyfile(src, tmp)
             digest, size = digest_file(tmp)
-            self._install(tmp, digest)
+            self.install(tmp, digest)
             return digest, size
         except BaseException:
             _unlink(tmp)
@@ -99,7 +99,8 @@ class LocalCAS:
             self.put_file(Path(path), move=False)
         return digest, size
 
-    def _install(self, tmp: Path, digest: str) -> None:
+    def install(self, tmp: Path, digest: str) -> None:
+        """Move a temporary file whose bytes hash to `digest` into place: whole, atomic, read-only."""
         final = self.path(digest)
         if final.exists():
             tmp.unlink()

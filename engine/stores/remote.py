@@ -51,9 +51,9 @@ from typing import Any
 import xxhash
 
 from ..digests import digest_bytes, is_digest
-from ..errors import BlobUnavailableError, CacheCorruptError, MbuildError
+from ..errors import BlobUnavailableError, CacheCorruptError
 from ..results import ActionResult
-from .cas import BLOB_MODE, LocalCAS
+from .cas import LocalCAS
 
 Progress = Callable[[str, int, int], None]  # (digest, bytes done, total bytes)
 
@@ -122,36 +122,11 @@ class RemoteBlobsUnavailableError(BlobUnavailableError):
 
 
 def parse_record(record: bytes) -> ActionResult:
-    """A result record from elsewhere: checksum checked, content validated, tree digest recomputed.
-
-    (ActionResult.from_record skips the tree recomputation because it trusts the local database.)
-    Raises CacheCorruptError on anything unexpected.
-    """
+    """A result record from elsewhere: size bounded, checksum checked, content validated, tree digest
+    recomputed. Raises CacheCorruptError on anything unexpected."""
     if len(record) > MAX_RECORD:
         raise CacheCorruptError(f"action result record is {len(record)} bytes (more than {MAX_RECORD})")
-    data = record[33:]
-    if len(record) < 33 or record[32:33] != b"\n" or digest_bytes(data).encode() != record[:32]:
-        raise CacheCorruptError("action result record is truncated or does not match its checksum")
-    try:
-        return ActionResult.from_json(data, check_tree=True)
-    except CacheCorruptError:
-        raise
-    except (MbuildError, ValueError, TypeError, RecursionError) as exc:  # e.g. a value the key encoding refuses
-        raise CacheCorruptError(f"unreadable action result: {exc}") from None
-
-
-def install_verified(cas: LocalCAS, tmp: Path, digest: str) -> None:
-    """Move a temporary file whose bytes were verified to hash to `digest` into the CAS (atomically).
-
-    Same as LocalCAS._install: the blob appears whole through a rename, read-only.
-    """
-    final = cas.path(digest)
-    if final.exists():
-        _unlink(tmp)
-        return
-    os.chmod(tmp, BLOB_MODE)
-    final.parent.mkdir(exist_ok=True)
-    os.replace(tmp, final)
+    return ActionResult.from_record(record, check_tree=True)
 
 
 # --- internal outcomes of one request ------------------------------------------------------------
@@ -588,7 +563,7 @@ class RemoteStore:
                         raise _Corrupt(f"size 0 cannot hash to {digest}")
                     tmp = _new_tmp(cas)
                     tmp.touch()
-                    install_verified(cas, tmp, digest)
+                    cas.install(tmp, digest)
                 elif size <= WHOLE_MAX:
                     await self._fetch_whole(cas, digest, size)
                 else:
@@ -623,7 +598,7 @@ class RemoteStore:
             try:
                 with open(tmp, "xb") as f:
                     f.write(data)
-                install_verified(cas, tmp, digest)
+                cas.install(tmp, digest)
             except BaseException:
                 _unlink(tmp)
                 raise
@@ -649,7 +624,7 @@ class RemoteStore:
             actual = sink.hasher.hexdigest()
             if actual != digest:
                 raise _Corrupt(f"content hashes to {actual}")
-            install_verified(cas, tmp, digest)
+            cas.install(tmp, digest)
         finally:
             sink.close()
             _unlink(tmp)
@@ -1304,6 +1279,5 @@ __all__ = [
     "RemoteConfig",
     "RemoteStore",
     "TransferStats",
-    "install_verified",
     "parse_record",
 ]
