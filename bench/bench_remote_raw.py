@@ -161,10 +161,10 @@ def measure(table: Table, group: str, name: str, wire: Wire, fn):
 def bench_small(n: int, endpoint: str, work: Path, concurrency: int) -> list[tuple]:
     from fsspec.asyn import _run_coros_in_chunks, sync
 
-    from engine.results import ActionResult, OutputFile
-    from engine.stores.cas import LocalCAS
-    from engine.stores import remote
-    from engine.stores.remote import RemoteConfig, RemoteStore
+    from mbuild.results import ActionResult, OutputFile
+    from mbuild.stores.cas import LocalCAS
+    from mbuild.stores import remote
+    from mbuild.stores.remote import RemoteConfig, RemoteStore
 
     rng = random.Random(1)
     cas = LocalCAS(work / "small-src")
@@ -256,8 +256,8 @@ sys.path[:0] = [repo, repo + "/bench"]
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 from bench_remote_raw import Wire, raw_fs
 from pathlib import Path
-from engine.stores.cas import LocalCAS
-from engine.stores.remote import RemoteConfig, RemoteStore
+from mbuild.stores.cas import LocalCAS
+from mbuild.stores.remote import RemoteConfig, RemoteStore
 
 def status(field):
     return int(re.search(field + r":\s+(\d+)", open("/proc/self/status").read()).group(1)) * 1024
@@ -298,7 +298,7 @@ print(json.dumps({"wall": wall, "peak": peak, "requests": r1 - r0, "sent": s1 - 
 
 
 def bench_big(mb: int, endpoint: str, work: Path) -> None:
-    from engine.stores.cas import LocalCAS
+    from mbuild.stores.cas import LocalCAS
 
     size = mb << 20
     cas = LocalCAS(work / "big-src")

@@ -22,11 +22,11 @@ import orjson
 import pytest
 
 import servers
-from engine.digests import digest_bytes
-from engine.results import ActionResult, OutputFile, OutputLink, tree_digest
-from engine.stores import remote as remote_mod
-from engine.stores.cas import LocalCAS
-from engine.stores.remote import RemoteBlobsUnavailableError, RemoteConfig, RemoteStore
+from mbuild.digests import digest_bytes
+from mbuild.results import ActionResult, OutputFile, OutputLink, tree_digest
+from mbuild.stores import remote as remote_mod
+from mbuild.stores.cas import LocalCAS
+from mbuild.stores.remote import RemoteBlobsUnavailableError, RemoteConfig, RemoteStore
 
 BACKENDS = ["gcs", "s3", "file"]
 REPO = Path(__file__).resolve().parent.parent
@@ -291,8 +291,8 @@ def test_racing_publishers_in_separate_processes(remote, tmp_path):
     go = tmp_path / f"go-{uuid.uuid4().hex}"
     script = r"""
 import json, os, sys, time
-from engine.results import ActionResult
-from engine.stores.remote import RemoteConfig, RemoteStore
+from mbuild.results import ActionResult
+from mbuild.stores.remote import RemoteConfig, RemoteStore
 url, options, key, record, go = json.loads(sys.argv[1])
 store = RemoteStore(RemoteConfig(url, storage_options=options))
 result = ActionResult.from_record(record.encode())
@@ -675,8 +675,8 @@ def test_slow_responses_fail_fast_and_count_as_failures(kind, buckets, gcs_serve
 LARGE_SCRIPT = r"""
 import json, os, re, sys, time
 from pathlib import Path
-from engine.stores.cas import LocalCAS
-from engine.stores.remote import RemoteConfig, RemoteStore
+from mbuild.stores.cas import LocalCAS
+from mbuild.stores.remote import RemoteConfig, RemoteStore
 
 url, options, workdir, size = json.loads(sys.argv[1])
 def rss(field):
@@ -741,7 +741,7 @@ def test_large_blob_streamed_with_bounded_memory(remote, tmp_path):
 
 def test_importing_the_module_loads_no_fsspec():
     code = (
-        "import sys, engine.stores.remote as r\n"
+        "import sys, mbuild.stores.remote as r\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('fsspec', 'gcsfs', 's3fs', 'aiohttp', 'botocore')]\n"
         "assert not bad, bad\n"
         "import tempfile\n"
