@@ -4,7 +4,7 @@
 
 Trivial actions (write one small file) run through `run_action` in three ways:
 
-  workerpool   engine.workers.WorkerPool (the local path: pre-started worker processes)
+  workerpool   mbuild.workers.WorkerPool (the local path: pre-started worker processes)
   fray-local   FrayExecutor("local"): fray's LocalClient, a thread of this process
   iris-local   FrayExecutor("iris-local"): a local Iris cluster started here, each action a job
                in its own process
