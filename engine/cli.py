@@ -92,6 +92,13 @@ def build(patterns, jobs, keep_going, dry_run, events, retry_failed, remote_cach
     if dry_run:
         _print_plan(result)
     _print_summary(result, console)
+    if result.interrupted:
+        # Actions running on threads of this process (fray's LocalClient) cannot be stopped, and
+        # the interpreter would wait for them at exit. Everything is recorded and synced by now;
+        # their leases go stale with this process.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(result.summary.exit_code)
     sys.exit(result.summary.exit_code)
 
 

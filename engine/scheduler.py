@@ -254,6 +254,8 @@ class Scheduler:
     def _miss(self, i: int) -> None:
         st = self.status[i]
         node = self.graph.order[i]
+        if self.stopping:
+            return  # a failure stopped the build: nothing new starts
         if self.options.dry_run:
             st.state = State.WOULD_RUN
             st.why = self._explain_miss(node, st.parts)

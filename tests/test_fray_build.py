@@ -127,3 +127,20 @@ def test_killing_the_driver_mid_build_then_rebuilding_reuses_the_work(ws):
     assert [line.split()[0] for line in lines].count("1") == 1  # h1 was reused, not rerun
     assert [line.split()[0] for line in lines].count("2") == 2  # the killed attempt, and one rerun
     assert (ws.root / "mbuild-out/p/top/out.txt").read_text() == "L+2+1"
+
+
+def test_ctrl_c_during_an_in_process_fray_action_exits_promptly(ws):
+    """fray's LocalClient runs actions on threads of the build: they cannot be stopped, so Ctrl-C
+    must not wait for them."""
+    marker = ws.root / "started"
+    setup(ws, marker=str(marker), seconds=60.0)
+    proc = subprocess.Popen([sys.executable, "-m", "mbuild.cli", "build", "//p:h2"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)  # polling for the in-process job to start, with a deadline
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert time.monotonic() - sent < 10
