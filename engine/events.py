@@ -136,3 +136,21 @@ def quiet_storage_logs() -> None:
 
     for name in ("gcsfs", "s3fs", "aiobotocore", "botocore", "fsspec", "finelog", "iris", "mbuild.leases", "mbuild.primitives"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+class TransferProgress:
+    """Progress of large remote-cache transfers on stderr: a line per quarter of each big blob."""
+
+    MIN_BYTES = 64 << 20
+
+    def __init__(self, stream: IO[str] | None = None):
+        self.stream = stream or sys.stderr
+        self._shown: dict[str, int] = {}
+
+    def __call__(self, digest: str, done: int, total: int) -> None:
+        if total < self.MIN_BYTES:
+            return
+        quarter = 4 * done // total
+        if quarter > self._shown.get(digest, 0) or digest not in self._shown:
+            self._shown[digest] = quarter
+            print(f"  transferring blob {digest[:12]}: {done >> 20} / {total >> 20} MiB", file=self.stream, flush=True)

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from . import faults
+from .events import TransferProgress
 from .errors import BlobUnavailableError, CacheCorruptError
 from .labels import Label
 from .leases import Heartbeat, Holder, Lease, LeaseLost, LeaseStore, default_margin, open_leases
@@ -239,7 +240,7 @@ def open_remote(config: ExecConfig) -> RemoteStore | None:
         from .stores.remote import RemoteStore
 
         with _open_lock:
-            store = _remotes.get(key) or RemoteStore(config.remote, on_warning=_remote_warnings.append)
+            store = _remotes.get(key) or RemoteStore(config.remote, on_warning=_remote_warnings.append, on_progress=TransferProgress())
             _remotes[key] = store
     return store
 

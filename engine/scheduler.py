@@ -23,7 +23,7 @@ from .codeprint import CodePrinter
 from .digests import digest_bytes
 from .encoding import encode
 from .errors import BlobUnavailableError, CacheCorruptError, MbuildError
-from .events import CACHE_HIT, FAILED, RAN, SKIPPED, ActionEvent, Console, EventsFile, Summary
+from .events import CACHE_HIT, FAILED, RAN, SKIPPED, ActionEvent, Console, EventsFile, Summary, TransferProgress
 from .execute import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran, lease_store, open_stores, run_action
 from .leases import LEASE_LOST_EXIT_CODE, Holder
 from .graph import Graph
@@ -128,7 +128,7 @@ class Scheduler:
         if self.remote_config is not None:
             from .stores.remote import RemoteStore
 
-            self.remote = RemoteStore(self.remote_config, on_warning=self._warn_once)
+            self.remote = RemoteStore(self.remote_config, on_warning=self._warn_once, on_progress=TransferProgress(self.console.stream))
         self.remote_queue: list[int] = []  # local misses waiting for one batched remote lookup
         self.worker_requests = 0  # remote requests made by workers and jobs
         self.warned: set[str] = set()
