@@ -25,11 +25,9 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -74,42 +72,6 @@ class Wire:
 
     def snap(self) -> tuple[int, int, int]:
         return self.requests, self.sent, self.received
-
-
-class DelayProxy:
-    """A TCP proxy on 127.0.0.1 that holds every piece of the server's answer for `delay` seconds."""
-
-    def __init__(self, port: int, delay: float):
-        self.port, self.delay = port, delay
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.port))
-            for src, dst, delay in ((client, upstream, 0.0), (upstream, client, self.delay)):
-                threading.Thread(target=self._pump, args=(src, dst, delay), daemon=True).start()
-
-    @staticmethod
-    def _pump(src, dst, delay):
-        try:
-            while data := src.recv(1 << 16):
-                if delay:
-                    time.sleep(delay)  # the simulated round trip
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 def start_server(root: Path | None):
@@ -345,7 +307,7 @@ def main() -> None:
         if not args.latency_ms:
             return endpoint
         print(f"every response held {args.latency_ms:g} ms by a proxy")
-        return DelayProxy(int(endpoint.rsplit(":", 1)[1]), args.latency_ms / 1000).endpoint
+        return servers.DelayProxy(int(endpoint.rsplit(":", 1)[1]), args.latency_ms / 1000).endpoint
 
     try:
         if args.small:  # the memory backend: its filesystem backend's writes measure the disk, +-3x run to run

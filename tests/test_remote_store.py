@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -587,58 +586,6 @@ def test_consecutive_single_failures_open_the_breaker(own_server, tmp_path):
     assert time.monotonic() - started < 3 * timeout + 2.0
 
 
-class DelayProxy:
-    """A real TCP proxy on 127.0.0.1 that holds every piece of the server's answer for `delay` seconds."""
-
-    def __init__(self, port: int, delay: float):
-        self.port, self.delay = port, delay
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = self.listener.getsockname()
-        self.sockets: list[socket.socket] = []
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.address[1]}"
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.port))
-            self.sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, 0.0), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, self.delay), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, delay: float) -> None:
-        try:
-            while data := src.recv(65536):
-                if delay:
-                    time.sleep(delay)  # the latency being simulated, not synchronisation
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.closed = True
-        self.listener.close()
-        for s in self.sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-
 @pytest.mark.parametrize("kind", ["gcs", "s3"])
 def test_slow_responses_fail_fast_and_count_as_failures(kind, buckets, gcs_server, s3_server, s3_options, tmp_path):
     server = gcs_server if kind == "gcs" else s3_server
@@ -649,7 +596,7 @@ def test_slow_responses_fail_fast_and_count_as_failures(kind, buckets, gcs_serve
     base_options = server.storage_options if kind == "gcs" else s3_options
     RemoteStore(RemoteConfig(url, storage_options=base_options)).publish(cas, k, result)
 
-    proxy = DelayProxy(int(server.endpoint.rsplit(":", 1)[1]), delay=1.0)
+    proxy = servers.DelayProxy(int(server.endpoint.rsplit(":", 1)[1]), delay=1.0)
     try:
         options = {**base_options, "endpoint_url": proxy.endpoint}
         # Through the proxy, a patient client gets its answer: the proxy is slow, not broken.
