@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import faults
 from .events import TransferProgress
-from .errors import BlobUnavailableError, CacheCorruptError
+from .errors import BlobUnavailableError
 from .labels import Label
 from .leases import Heartbeat, Holder, Lease, LeaseLost, LeaseStore, default_margin, open_leases
 from .primitives import LeaseBusy, StepAlreadyDone, single_flight, stop_on_loss
@@ -211,16 +211,17 @@ class ActionSlot:
 
     def __init__(self, spec: ActionSpec, db: LocalDB, leases: LeaseStore, remote: RemoteStore | None):
         self.spec, self.db, self.leases, self.remote = spec, db, leases, remote
+        self.result: ActionResult | None = None  # the result `done` found
         self.remote_hit = False
 
     def done(self) -> bool:
-        if _cached(self.db, self.spec.key) is not None:
-            return True
-        if self.remote is not None and (hit := self.remote.lookup([self.spec.key]).get(self.spec.key)) is not None:
-            self.db.put_result(self.spec.key, hit.to_record())
-            self.remote_hit = True
-            return True
-        return False
+        self.result = self.db.valid_result(self.spec.key)
+        if self.result is None and self.remote is not None:
+            self.result = self.remote.lookup([self.spec.key]).get(self.spec.key)
+            if self.result is not None:
+                self.db.put_result(self.spec.key, self.result.to_record())
+                self.remote_hit = True
+        return self.result is not None
 
     def lease(self) -> Lease:
         return self.leases.lease(self.spec.key, note=self.spec.label)
@@ -298,8 +299,7 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
     try:
         outcome = _single_flight(spec, config, cas, db, remote, slot)
     except StepAlreadyDone:
-        result = _cached(db, spec.key)
-        outcome = Ran(result, "", hit=True, remote_hit=slot.remote_hit) if result is not None else Busy(None)
+        outcome = Ran(slot.result, "", hit=True, remote_hit=slot.remote_hit)
     except LeaseBusy as busy:
         outcome = Busy(busy.holder)
     except LeaseLost:
@@ -330,18 +330,6 @@ def _single_flight(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: Loca
         _remote_warnings.append(f"remote lease store unreachable ({type(exc).__name__}: {str(exc)[:200]}); using local leases")
         slot.leases = lease_store(config, local=True)
         return single_flight(slot, work, renew=config.lease_renew, wait=False)
-
-
-def _cached(db: LocalDB, key: str) -> ActionResult | None:
-    """A valid cached result for `key`; a corrupt entry is dropped (a miss), never returned."""
-    existing = db.get_result(key)
-    if existing is None:
-        return None
-    try:
-        return ActionResult.from_record(existing)
-    except CacheCorruptError:
-        db.delete_result(key)
-        return None
 
 
 def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, heartbeat: Heartbeat) -> Outcome:

@@ -235,6 +235,11 @@ class Target:
         """Remote-tagged: it asks for resources, so it runs as a fray job when that is configured."""
         return self.resources is not None
 
+    def code_modules(self) -> list[str]:
+        """The modules whose source goes into the key: the rule's, and those that attr.code() values name."""
+        named = [v.partition(":")[0] for k, v in self.config.items() if v and self.rule.attrs[k].kind == "code"]
+        return [self.rule.module, *named]
+
     def all_deps(self) -> list[Label]:
         """Direct dependencies, each once, in attribute order."""
         seen: dict[Label, None] = {}

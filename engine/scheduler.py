@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .codeprint import CodePrinter
 from .digests import digest_bytes
 from .encoding import encode
-from .errors import BlobUnavailableError, CacheCorruptError, MbuildError
+from .errors import BlobUnavailableError, MbuildError
 from .events import CACHE_HIT, FAILED, RAN, SKIPPED, ActionEvent, Console, EventsFile, Summary, TransferProgress
 from .execute import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran, lease_store, open_stores, run_action
 from .leases import LEASE_LOST_EXIT_CODE, Holder
@@ -270,15 +270,7 @@ class Scheduler:
         self._submit(i)
 
     def _lookup(self, key: str) -> ActionResult | None:
-        data = self.db.get_result(key)
-        if data is None:
-            return None
-        try:
-            return ActionResult.from_record(data)
-        except CacheCorruptError as exc:
-            self.console.line(f"warning: dropping corrupt cache entry {key}: {exc}")
-            self.db.delete_result(key)
-            return None
+        return self.db.valid_result(key, lambda k, exc: self.console.line(f"warning: dropping corrupt cache entry {k}: {exc}"))
 
     def _submit(self, i: int, announce: bool = True) -> None:
         """Run an action: remote-tagged ones (they ask for resources) as fray jobs, the rest in the local pool."""
@@ -315,12 +307,9 @@ class Scheduler:
         """A result published by a job: in the local cache, or (a job elsewhere) in the remote one.
         Called from the fray poller thread."""
         _, db = open_stores(str(self.ws.cache_dir))
-        data = db.get_result(key)
-        if data is not None:
-            try:
-                return ActionResult.from_record(data)
-            except CacheCorruptError:
-                pass
+        result = db.valid_result(key)
+        if result is not None:
+            return result
         if self.remote is not None:
             hit = self.remote.lookup([key]).get(key)
             if hit is not None:
@@ -479,11 +468,9 @@ class Scheduler:
                 return file_input(dep.relpath, self.status[d].digest)
             return tree_input(str(label), self.status[d].digest)
 
-        code_modules = [node.rule.module] + [v for k, v in node.config.items() if node.rule.attrs[k].kind == "code" and v]
-        code_modules = [m.partition(":")[0] for m in code_modules]
         return KeyParts(
             rule=f"{node.rule.identity}@{node.rule.version}",
-            code=self.codeprinter.fingerprint(code_modules).digest,
+            code=self.codeprinter.fingerprint(node.code_modules()).digest,
             config=node.config_bytes,
             outputs=node.outputs,
             inputs={k: map_labels(v, describe) for k, v in node.deps.items()},
@@ -605,12 +592,11 @@ _EVENT_STATUS = {State.RAN: RAN, State.HIT: CACHE_HIT, State.FAILED: FAILED, Sta
 
 
 def _parts_record(node: Target, parts: KeyParts, codeprinter: CodePrinter) -> dict:
-    modules = [node.rule.module] + [v.partition(":")[0] for k, v in node.config.items() if node.rule.attrs[k].kind == "code" and v]
     return {
         "salt": digest_bytes(parts.salt.encode()),
         "rule": parts.rule,
         "code": parts.code,
-        "modules": [list(p) for p in codeprinter.fingerprint(modules).modules],
+        "modules": [list(p) for p in codeprinter.fingerprint(node.code_modules()).modules],
         "config": {k: [digest_bytes(encode(v)), _short(v)] for k, v in node.config.items()},
         "inputs": {k: digest_bytes(encode(v)) for k, v in parts.inputs.items()},
         "env": digest_bytes(encode(parts.env)),

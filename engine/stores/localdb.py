@@ -15,12 +15,15 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import lmdb
 import orjson
 
 from ..digests import digest_file
+from ..errors import CacheCorruptError
+from ..results import ActionResult
 
 _MAP_SIZE = 1 << 40  # address space only; the file grows as needed
 # Don't trust the stat cache for files modified this recently (same-tick edits are invisible to mtime).
@@ -58,6 +61,19 @@ class LocalDB:
     def get_result(self, key: str) -> bytes | None:
         with self.env.begin(db=self.ac) as txn:
             return txn.get(key.encode())
+
+    def valid_result(self, key: str, on_corrupt: Callable[[str, CacheCorruptError], None] | None = None) -> ActionResult | None:
+        """The cached result for `key`, validated; a corrupt entry is dropped (a miss), never returned."""
+        data = self.get_result(key)
+        if data is None:
+            return None
+        try:
+            return ActionResult.from_record(data)
+        except CacheCorruptError as exc:
+            self.delete_result(key)
+            if on_corrupt is not None:
+                on_corrupt(key, exc)
+            return None
 
     def put_result(self, key: str, data: bytes) -> bool:
         """Publish a result if none exists for the key (create-if-absent); False if one did."""
