@@ -10,7 +10,7 @@ from .graph import build_graph
 from .labels import Label, parse_pattern
 from .loader import Loader
 from .scheduler import BuildOptions, BuildResult, Scheduler
-from .workspace import Workspace, load_workspace
+from .workspace import Workspace, check_fray_backend, load_workspace
 
 
 def expand_patterns(loader: Loader, patterns: Sequence[str]) -> list[Label]:
@@ -44,6 +44,7 @@ def build(
     `remote_jobs` overrides [fray].remote_jobs.
     """
     ws = workspace if isinstance(workspace, Workspace) else load_workspace(workspace)
+    check_fray_backend(ws.settings.fray, fray)
     loader = Loader(ws)
     requested = expand_patterns(loader, patterns)
     graph = build_graph(loader, requested)

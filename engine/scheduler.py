@@ -36,7 +36,7 @@ from .workers import WorkerDied, WorkerPool
 
 if TYPE_CHECKING:
     from .stores.remote import RemoteConfig
-from .workspace import Workspace
+from .workspace import Workspace, check_remote_url
 
 _MAX_RERUNS = 2  # times an action reruns because a dependency's stored bytes went bad
 _RETRY_FIRST, _RETRY_MAX = 0.1, 5.0  # seconds between looks at an action another builder holds
@@ -622,6 +622,8 @@ def remote_config(workspace: Workspace, options: BuildOptions) -> RemoteConfig |
     url = settings.url if options.remote_url is None else options.remote_url
     if not url:
         return None
+    if options.remote_url:
+        check_remote_url(url, "--remote-cache")
     upload = settings.upload if options.remote_upload is None else options.remote_upload
     from .stores.remote import RemoteConfig
 

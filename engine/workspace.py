@@ -7,6 +7,7 @@ wrong type, is a `WorkspaceError` naming the file and the key (with a "did you m
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -44,7 +45,7 @@ class BuildSection:
 
 @dataclass(frozen=True)
 class RemoteSection:
-    """[remote]: a shared cache on any fsspec URL (gs://, s3://, file://)."""
+    """[remote]: a shared cache in a bucket (gs://, s3://) or a shared directory (file://)."""
 
     url: str = ""  # empty: no remote cache
     # False makes a read-only client: it never writes anything to the remote.
@@ -144,12 +145,49 @@ def read_settings(path: Path) -> Settings:
         value = getattr(getattr(settings, table), key)
         if value not in choices:
             raise WorkspaceError(f"{path.name}: [{table}].{key} must be one of {', '.join(choices)}, got {value!r}{did_you_mean(value, choices)}")
+    _check_remote(settings.remote, path.name)
+    if settings.fray.backend == "iris" and not settings.fray.controller:
+        raise WorkspaceError(f"{path.name}: [fray].backend = \"iris\" needs [fray].controller{_CONTROLLER_HINT}")
     if not 0 < settings.lease.renew < settings.lease.ttl * 5 / 6:
         raise WorkspaceError(
             f"{path.name}: [lease].renew ({settings.lease.renew}) must be positive and below 5/6 of [lease].ttl ({settings.lease.ttl}): "
             "a holder stops trusting its lease ttl/6 before others may take it over"
         )
     return settings
+
+
+REMOTE_SCHEMES = ("gs", "s3", "file")
+_CONTROLLER_HINT = ' (the Iris controller\'s address, e.g. "http://host:port")'
+
+
+def check_remote_url(url: str, where: str) -> None:
+    """A remote cache URL must be gs://bucket[/prefix], s3://bucket[/prefix] or file:///absolute/dir;
+    WorkspaceError naming `where` (the setting or flag) otherwise."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in REMOTE_SCHEMES:
+        hint = f" (for a directory: file://{url})" if not sep and os.path.isabs(url) else ""
+        raise WorkspaceError(f"{where} must be a gs://, s3:// or file:// URL, got {url!r}{hint}")
+    if scheme.lower() == "file":
+        path = rest[len("localhost"):] if rest.startswith("localhost/") else rest
+        if not path.startswith("/"):
+            raise WorkspaceError(f"{where}: a file:// URL needs an absolute path (file:///shared/dir), got {url!r}")
+    elif not rest.strip("/"):
+        raise WorkspaceError(f"{where}: {url!r} names no bucket")
+
+
+def check_fray_backend(fray: FraySection, backend: str | None) -> None:
+    """`--fray iris` needs a controller address: one error before anything runs."""
+    if backend == "iris" and not fray.controller:
+        raise WorkspaceError(f"--fray iris needs [fray].controller in {WORKSPACE_FILE}{_CONTROLLER_HINT}")
+
+
+def _check_remote(remote: RemoteSection, file: str) -> None:
+    if remote.url:
+        check_remote_url(remote.url, f"{file}: [remote].url")
+    if not (remote.timeout > 0 and math.isfinite(remote.timeout)):
+        raise WorkspaceError(f"{file}: [remote].timeout must be a positive number of seconds, got {remote.timeout!r}")
+    if remote.max_failures < 1:
+        raise WorkspaceError(f"{file}: [remote].max_failures must be at least 1, got {remote.max_failures!r}")
 
 
 def _build(cls: type, data: dict, file: str, prefix: str):

@@ -25,10 +25,26 @@ The remote is an accelerator, never a dependency, and it is not trusted blindly:
   path is built from them.
 - `upload=False` makes a read-only client: it sends no write of any kind (no bucket creation, no
   lock, no access-time object).
-- Every request has a short deadline. A request that fails (unreachable, timed out, refused) counts
-  against a circuit breaker; after `max_failures` consecutive failures the store stops asking,
-  reports once through `on_warning`, and every later call returns at once as a miss or a no-op.
-  "Not found" is a normal miss, never a failure. No network error reaches the caller.
+- Every request has a deadline: `timeout` seconds, plus one second per MiB moved (for a record,
+  per MiB received so far: a big record may take its time, a stalled one may not). Setting up the
+  client (credentials, sessions) gets the same `timeout` (at least 2 s). The caller never waits on
+  a blocked event loop longer than that either, and transfers left behind run on daemon threads:
+  nothing stuck keeps the process from exiting.
+- Every read is bounded: a record by MAX_RECORD, a blob by the size its record states (one byte
+  more tells it is too long). file:// opens without blocking (a FIFO does not wait for a writer)
+  and reads only regular files (a FIFO, a device such as /dev/zero, a directory are corrupt).
+- A request that fails (unreachable, timed out) counts against a circuit breaker; after
+  `max_failures` consecutive failures the store stops asking, reports once through `on_warning`,
+  and every later call returns at once as a miss or a no-op. "Not found" is a normal miss, never a
+  failure. No network error reaches the caller. A write refused for permissions (HTTP 401/403, a
+  read-only file system) is no outage: the store reports once that uploads fail and why, stops
+  uploading, and goes on reading.
+- `health` shares all of this between the processes of one build (the driver, its workers, its
+  fray jobs): the consecutive failures, the breaker, refused uploads, and the objects found corrupt
+  (see LocalDB.remote_health). A client that may upload replaces a blob it found corrupt with the
+  verified bytes of a rebuild (content-addressed: the same digest, so the same bytes), and a
+  record that is corrupt or names such a blob with its own verified result: one bad object costs
+  one rerun, not one per client.
 
 fsspec, gcsfs and s3fs are imported only when a store for their scheme is built: importing this
 module costs nothing on the no-op build path (file:// needs none of them).
@@ -37,8 +53,11 @@ module costs nothing on the no-op build path (file:// needs none of them).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import os
+import queue
+import stat
 import threading
 import uuid
 import warnings
@@ -46,7 +65,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import xxhash
 
@@ -72,8 +91,12 @@ PROGRESS_MIN = 8 << 20
 PROGRESS_STEP = 8 << 20
 # A request moving n bytes gets timeout + n / MIN_RATE seconds before it counts as failed.
 MIN_RATE = 1 << 20
-# A result record larger than this is refused as corrupt (the returned value alone is < 1 MiB).
+# A result record larger than this is refused as corrupt, and no more than one byte past it is read.
+# A record lists every output file (~100 bytes plus its path each): 100,000 files with 200-character
+# paths come to about 30 MB; the returned value is under 1 MiB.
 MAX_RECORD = 64 << 20
+# Setting up a client (credentials, sessions) gets the request timeout, but never less than this.
+CONNECT_MIN = 2.0
 # missing_blobs may list prefix directories (one page each) instead of asking object by object
 # when a batch holds at least this many digests.
 LIST_MIN_BATCH = 64
@@ -125,8 +148,85 @@ def parse_record(record: bytes) -> ActionResult:
     """A result record from elsewhere: size bounded, checksum checked, content validated, tree digest
     recomputed. Raises CacheCorruptError on anything unexpected."""
     if len(record) > MAX_RECORD:
-        raise CacheCorruptError(f"action result record is {len(record)} bytes (more than {MAX_RECORD})")
+        raise CacheCorruptError(f"action result record is larger than {MAX_RECORD} bytes")
     return ActionResult.from_record(record, check_tree=True)
+
+
+class SharedHealth(Protocol):
+    """What a store learns about its remote, shared with the other processes of the same build
+    (LocalDB.remote_health is the one on the local cache's database). Reasons are one line each."""
+
+    def down(self) -> str | None:
+        """Why the build stopped using the remote, or None while it is in use."""
+
+    def mark_down(self, reason: str) -> None: ...
+
+    def failed(self) -> int:
+        """Count one failed request; the consecutive failures now (every process's)."""
+
+    def succeeded(self) -> None: ...
+
+    def uploads_refused(self) -> str | None:
+        """Why the remote refuses this build's writes, or None."""
+
+    def refuse_uploads(self, reason: str) -> None: ...
+
+    def mark_bad(self, kind: str, name: str, reason: str) -> None:
+        """Remember a corrupt remote object: kind "blob" (a digest) or "ac" (an action key)."""
+
+    def bad(self, kind: str, names: Iterable[str]) -> set[str]:
+        """Those of `names` remembered as corrupt."""
+
+    def any_bad(self) -> bool: ...
+
+    def healed(self, kind: str, names: Iterable[str]) -> None:
+        """Forget those of `names` (replaced by verified bytes)."""
+
+
+class ProcessHealth:
+    """SharedHealth for a store on its own: the same bookkeeping, in this process only."""
+
+    def __init__(self):
+        self._down: str | None = None
+        self._refused: str | None = None
+        self._failures = 0
+        self._bad: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def down(self) -> str | None:
+        return self._down
+
+    def mark_down(self, reason: str) -> None:
+        self._down = self._down or reason
+
+    def failed(self) -> int:
+        with self._lock:
+            self._failures += 1
+            return self._failures
+
+    def succeeded(self) -> None:
+        self._failures = 0
+
+    def uploads_refused(self) -> str | None:
+        return self._refused
+
+    def refuse_uploads(self, reason: str) -> None:
+        self._refused = self._refused or reason
+
+    def mark_bad(self, kind: str, name: str, reason: str) -> None:
+        with self._lock:
+            self._bad.add((kind, name))
+
+    def bad(self, kind: str, names: Iterable[str]) -> set[str]:
+        with self._lock:
+            return {n for n in names if (kind, n) in self._bad}
+
+    def any_bad(self) -> bool:
+        return bool(self._bad)
+
+    def healed(self, kind: str, names: Iterable[str]) -> None:
+        with self._lock:
+            self._bad.difference_update((kind, n) for n in names)
 
 
 # --- internal outcomes of one request ------------------------------------------------------------
@@ -148,47 +248,124 @@ class _Corrupt(Exception):
     """The remote bytes are not what they should be."""
 
 
+class _DeadlinePassed(TimeoutError):
+    """Our own deadline for one request passed."""
+
+
 class RemoteStore:
     """The remote action cache and CAS. Thread-safe; every method returns without raising on network failure."""
 
-    def __init__(self, config: RemoteConfig, on_warning: Callable[[str], None] | None = None, on_progress: Progress | None = None):
+    def __init__(
+        self, config: RemoteConfig, on_warning: Callable[[str], None] | None = None, on_progress: Progress | None = None,
+        health: SharedHealth | None = None,
+    ):
         if config.timeout <= 0 or config.max_failures < 1 or config.concurrency < 1:
             raise ValueError(f"bad remote cache settings: {config}")
+        _check_url(config.url)
         self.config = config
         self.stats = TransferStats()
         self._warn_fn = on_warning or (lambda msg: warnings.warn(msg, RuntimeWarning, stacklevel=3))
         self._on_progress = on_progress
-        self._failures = 0  # consecutive
-        self._open = False  # the circuit breaker
+        self._health: SharedHealth = health if health is not None else ProcessHealth()
+        self._failures = 0  # consecutive, in this process
+        self._open = False  # the circuit breaker, as this process last saw it
+        self._no_uploads = False  # writes were refused (this process knows)
         self._lock = threading.Lock()
-        self._connect()
-
-    def _connect(self) -> None:
-        """The backend, and the asyncio objects that belong to its event loop (again after a fork)."""
+        self._setup_lock = threading.Lock()
         self._pid = os.getpid()
+        self._backend: Any = None  # set up on first use (_ready_backend)
+
+    def _connect(self):
+        """The backend, and the asyncio objects that belong to its event loop (again after a fork).
+
+        A client may look for credentials or resolve names while it is made (gcsfs without a token
+        asks the metadata server): that runs on a daemon thread for at most `timeout` seconds (at
+        least CONNECT_MIN); past that, or if it fails, the remote counts as unreachable. Imports are
+        done first, here: they take local time, not network time.
+        """
+        _import_backend(self.config.url)
+        made: dict[str, Any] = {}
+
+        def make() -> None:
+            try:
+                made["backend"] = _make_backend(self.config, self)
+            except Exception as exc:
+                made["error"] = exc
+
+        limit = max(self.config.timeout, CONNECT_MIN)
+        thread = threading.Thread(target=make, name="mbuild-remote-connect", daemon=True)
+        thread.start()
+        thread.join(limit)
+        if "backend" not in made:
+            why = f"failed ({_describe(made['error'])})" if "error" in made else f"took more than {limit:g}s"
+            self.mark_unreachable(f"setting up the client for {self.config.url} {why}")
+            return None
         self._sem = asyncio.Semaphore(self.config.concurrency)
         self._budget = _Budget(MEMORY_BUDGET)
         self._large_uploads = asyncio.Semaphore(LARGE_UPLOADS)
-        self._backend = _make_backend(self.config, self)
-        self._loop = self._backend.loop
+        return made["backend"]
+
+    def _ready_backend(self):
+        """The backend (set up now if needed; again in a forked child), or None if unavailable."""
+        if self._pid != os.getpid():  # a forked child: the parent's loop thread and sessions are not here
+            self._lock, self._setup_lock = threading.Lock(), threading.Lock()
+            self._backend, self._pid = None, os.getpid()
+        backend = self._backend
+        if backend is None and not self._is_open():
+            with self._setup_lock:
+                if self._backend is None and not self._is_open():
+                    self._backend = self._connect()
+                backend = self._backend
+        return backend
 
     # --- public API -----------------------------------------------------------------------------
 
     @property
     def available(self) -> bool:
-        """False once the circuit breaker has opened: every call is then a miss or a no-op."""
-        return not self._open
+        """False once the circuit breaker has opened (here or in another process of the build):
+        every call is then a miss or a no-op."""
+        return not self._is_open()
+
+    @property
+    def may_upload(self) -> bool:
+        """True while this client uploads: configured to, and no write was refused."""
+        return not self._uploads_off()
 
     @property
     def url(self) -> str:
         return self.config.url
 
+    def mark_unreachable(self, reason: str) -> None:
+        """Stop using the remote for the rest of the build, in every process of it; say so once."""
+        with self._lock:
+            if self._open:
+                return
+            self._open = True
+        self._health.mark_down(reason)
+        self._warn(f"remote cache unreachable: {reason}; continuing without it")
+
+    def report(self, what: str, exc: BaseException | None = None, write: bool = False) -> None:
+        """The outcome of a request made outside this store on the same remote (a lease operation):
+        a failure counts against the breaker (a refused write stops uploads), a success resets it."""
+        if exc is None:
+            self._succeeded()
+        elif write and _refused(exc):
+            self._refuse_uploads(what, exc)
+        else:
+            self._failed(what, exc)
+
+    def filesystem(self) -> Any:
+        """The fsspec filesystem this client talks through (gs://, s3://), for lease objects on the
+        same remote; None for file:// or when the remote is unavailable."""
+        backend = self._ready_backend()
+        return getattr(backend, "fs", None) if backend is not None and not self._is_open() else None
+
     def get_results(self, keys: Sequence[str]) -> dict[str, ActionResult]:
         """The valid results among `keys`; absent, corrupt (reported) or unreachable ones are left out."""
         keys = _checked(keys, "action key")
-        if not keys or self._open:
+        if not keys or self._is_open():
             return {}
-        return self._run(self._get_results(keys))
+        return self._run(self._get_results(keys), {})
 
     def lookup(self, keys: Sequence[str]) -> dict[str, ActionResult]:
         """Remote hits: the valid results among `keys` whose every blob is confirmed present remotely.
@@ -196,7 +373,7 @@ class RemoteStore:
         Two batched rounds in all: the records, then one existence check for all their blobs.
         """
         keys = _checked(keys, "action key")
-        if not keys or self._open:
+        if not keys or self._is_open():
             return {}
 
         async def go():
@@ -204,27 +381,29 @@ class RemoteStore:
             missing = await self._missing({f.digest for r in results.values() for f in r.files})
             return {k: r for k, r in results.items() if not any(f.digest in missing for f in r.files)}
 
-        return self._run(go())
+        return self._run(go(), {})
 
     def put_result(self, key: str, result: ActionResult) -> bool:
         """Create the result for `key` if absent. True if this call created it.
 
-        False if it existed (never overwritten), the client is read-only, or the remote is
-        unavailable. The caller must have uploaded the result's blobs first: prefer `publish`.
+        False if it existed (never overwritten, unless it is known corrupt or names a blob known
+        corrupt: then it is replaced), the client is read-only, or the remote is unavailable. The
+        caller must have uploaded the result's blobs first: prefer `publish`.
         """
         return self.put_results({key: result})[key]
 
     def put_results(self, results: Mapping[str, ActionResult]) -> dict[str, bool]:
         """put_result for many, concurrently: key -> whether this call created it."""
         keys = _checked(results, "action key")
-        if not keys or not self.config.upload or self._open:
-            return {k: False for k in keys}
+        none = {k: False for k in keys}
+        if not keys or self._uploads_off() or self._is_open():
+            return none
 
         async def go():
             created = await asyncio.gather(*(self._put_result(k, results[k]) for k in keys))
             return dict(zip(keys, created))
 
-        return self._run(go())
+        return self._run(go(), none)
 
     def publish(self, cas: LocalCAS, key: str, result: ActionResult, progress: Progress | None = None) -> bool:
         """Upload the blobs `result` names (those not there yet), then create its result if absent.
@@ -236,11 +415,13 @@ class RemoteStore:
 
     def publish_many(self, cas: LocalCAS, results: Mapping[str, ActionResult], progress: Progress | None = None) -> dict[str, bool]:
         """publish for many results in one batch: one existence check for all their blobs, the
-        missing blobs uploaded concurrently, then the results whose blobs are all confirmed, each
-        created if absent. Returns key -> whether this call created it."""
+        missing blobs uploaded concurrently (and those known corrupt remotely replaced), then the
+        results whose blobs are all confirmed, each created if absent. Returns key -> whether this
+        call created it."""
         keys = _checked(results, "action key")
-        if not keys or not self.config.upload or self._open:
-            return {k: False for k in keys}
+        none = {k: False for k in keys}
+        if not keys or self._uploads_off() or self._is_open():
+            return none
 
         async def go():
             _, failed = await self._upload_blobs(cas, {f.digest for k in keys for f in results[k].files}, progress)
@@ -252,25 +433,26 @@ class RemoteStore:
 
             return dict(zip(keys, await asyncio.gather(*(one(k) for k in keys))))
 
-        return self._run(go())
+        return self._run(go(), none)
 
     def missing_blobs(self, digests: Iterable[str]) -> set[str]:
         """The digests not confirmed present remotely (absent, or unknown because the remote failed)."""
         digests = _checked(digests, "digest")
-        if not digests or self._open:
+        if not digests or self._is_open():
             return set(digests)
-        return self._run(self._missing(set(digests)))
+        return self._run(self._missing(set(digests)), set(digests))
 
     def upload_blobs(self, cas: LocalCAS, digests: Iterable[str], progress: Progress | None = None) -> int:
-        """Upload, from the local CAS, those of `digests` not already present. Returns bytes sent.
+        """Upload, from the local CAS, those of `digests` not already present (or known corrupt
+        remotely). Returns bytes sent.
 
         Large blobs are streamed from their file. A blob missing or corrupt in the local store is
         reported and skipped (never uploaded). A no-op for a read-only client.
         """
         digests = _checked(digests, "digest")
-        if not digests or not self.config.upload or self._open:
+        if not digests or self._uploads_off() or self._is_open():
             return 0
-        sent, _ = self._run(self._upload_blobs(cas, set(digests), progress))
+        sent, _ = self._run(self._upload_blobs(cas, set(digests), progress), (0, set()))
         return sent
 
     def fetch_blobs(self, cas: LocalCAS, blobs: Iterable[tuple[str, int]], progress: Progress | None = None) -> int:
@@ -290,9 +472,8 @@ class RemoteStore:
         todo = {d: s for d, s in wanted.items() if not cas.has(d)}
         if not todo:
             return 0
-        if self._open:
-            raise RemoteBlobsUnavailableError({d: "remote cache unavailable" for d in todo})
-        received, problems = self._run(self._fetch_blobs(cas, todo, progress))
+        unavailable = (0, {d: "remote cache unavailable" for d in todo})
+        received, problems = unavailable if self._is_open() else self._run(self._fetch_blobs(cas, todo, progress), unavailable)
         if problems:
             raise RemoteBlobsUnavailableError(problems)
         return received
@@ -307,32 +488,46 @@ class RemoteStore:
 
     # --- running coroutines on the backend's loop -------------------------------------------------
 
-    def _run(self, coro):
-        if self._pid != os.getpid():  # a forked child: the parent's loop thread and sessions are not here
-            with self._lock:
-                if self._pid != os.getpid():
-                    self._lock = threading.Lock()
-                    self._connect()
-        if _running_loop() is self._loop:
+    def _run(self, coro, unavailable):
+        """Run `coro` on the backend's loop and wait for it. Returns `unavailable` if the backend
+        cannot be set up, or if the loop stops answering for `timeout` seconds (something blocks
+        it: a request deadline cannot fire then): the remote is then unreachable."""
+        backend = self._ready_backend()
+        if backend is None:
+            coro.close()
+            return unavailable
+        loop = backend.loop
+        if _running_loop() is loop:
             coro.close()
             raise RuntimeError("RemoteStore methods are blocking; do not call them from its event loop")
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
-            return future.result()
+            while True:
+                try:
+                    return future.result(timeout=self.config.timeout)
+                except concurrent.futures.TimeoutError:
+                    if future.done():
+                        raise
+                    if not _answers(loop, self.config.timeout):
+                        future.cancel()
+                        self.mark_unreachable(f"the client for {self.config.url} stopped answering (its event loop was blocked for more than {self.config.timeout:g}s)")
+                        return unavailable
         except BaseException:
             future.cancel()
             raise
 
-    async def _call(self, what: str, factory: Callable[[], Any], *, nbytes: int = 0, missing_ok: bool = True, exists_ok: bool = False):
-        """One request with its deadline. Raises _Missing, _Exists or _Failed; counts failures."""
-        if self._open:
+    async def _call(
+        self, what: str, factory: Callable[[], Any], *, nbytes: int = 0, progress: Callable[[], int] | None = None,
+        missing_ok: bool = True, exists_ok: bool = False, write: bool = False,
+    ):
+        """One request with its deadline. Raises _Missing, _Exists, _Corrupt or _Failed; counts failures."""
+        if self._is_open():
             raise _Failed("remote cache unavailable")
         async with self._sem:
-            if self._open:
+            if self._is_open():
                 raise _Failed("remote cache unavailable")
-            deadline = self.config.timeout + nbytes / MIN_RATE
             try:
-                result = await asyncio.wait_for(factory(), deadline)
+                result = await self._within_deadline(factory, nbytes, progress)
             except FileNotFoundError as exc:
                 if not missing_ok:
                     self._failed(what, exc)
@@ -346,30 +541,101 @@ class RemoteStore:
                 self._succeeded()
                 raise _Exists() from None
             except _Corrupt:
+                self._succeeded()  # it answered
                 raise
             except TimeoutError as exc:  # our deadline, or the transport's connect/read timeout
-                self._failed(what, TimeoutError(f"timed out (limit {deadline:g}s)"))
-                raise _Failed(f"timed out (limit {deadline:g}s)") from exc
+                why = str(exc) if isinstance(exc, _DeadlinePassed) else f"timed out (the transport's limit, {self.config.timeout:g}s)"
+                self._failed(what, TimeoutError(why))
+                raise _Failed(why) from exc
             except Exception as exc:
-                self._failed(what, exc)
+                if write and _refused(exc):
+                    self._refuse_uploads(what, exc)
+                else:
+                    self._failed(what, exc)
                 raise _Failed(_describe(exc)) from None
             self._succeeded()
             return result
 
+    async def _within_deadline(self, factory: Callable[[], Any], nbytes: int, progress: Callable[[], int] | None):
+        """Await factory() for timeout + nbytes / MIN_RATE seconds. With `progress` (bytes received
+        so far) the limit grows with what arrived: timeout + received / MIN_RATE."""
+        timeout = self.config.timeout
+        limit = timeout + nbytes / MIN_RATE
+        if progress is None:
+            deadline = asyncio.timeout(limit)
+            try:
+                async with deadline:
+                    return await factory()
+            except TimeoutError:
+                if deadline.expired():
+                    raise _DeadlinePassed(f"timed out (limit {limit:g}s)") from None
+                raise
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(factory())
+        start = loop.time()
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=max(0.0, start + limit - loop.time()))
+                if done:
+                    return task.result()
+                grown = timeout + max(nbytes, progress()) / MIN_RATE
+                if grown <= limit:
+                    raise _DeadlinePassed(f"timed out (limit {limit:g}s)")
+                limit = grown
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+
+    # --- the breaker, refused writes, corrupt objects: shared through `health` ------------------------
+
+    def _is_open(self) -> bool:
+        """Is the breaker open? Here, or in another process of the build (then it opens here too)."""
+        if self._open:
+            return True
+        reason = self._health.down()
+        if reason is None:
+            return False
+        with self._lock:
+            if self._open:
+                return True
+            self._open = True
+        self._warn(f"remote cache unreachable: {reason}; continuing without it")
+        return True
+
+    def _uploads_off(self) -> bool:
+        if not self.config.upload or self._no_uploads:
+            return True
+        reason = self._health.uploads_refused()
+        if reason is None:
+            return False
+        self._no_uploads = True
+        self._warn(_refused_message(reason))
+        return True
+
     def _succeeded(self) -> None:
         self._failures = 0
+        self._health.succeeded()
 
     def _failed(self, what: str, exc: BaseException) -> None:
         with self._lock:
             self.stats.errors += 1
             self._failures += 1
-            if self._failures < self.config.max_failures or self._open:
+            if self._open:
                 return
-            self._open = True
-        self._warn(
-            f"remote cache unreachable: {what} on {self.config.url} failed {self._failures} times in a row "
-            f"(last: {_describe(exc)}); continuing without it"
-        )
+            count = self._failures
+        count = max(count, self._health.failed())
+        if count >= self.config.max_failures:
+            self.mark_unreachable(f"{what} on {self.config.url} failed {count} times in a row (last: {_describe(exc)})")
+
+    def _refuse_uploads(self, what: str, exc: BaseException) -> None:
+        with self._lock:
+            if self._no_uploads:
+                return
+            self._no_uploads = True
+        reason = f"{what} on {self.config.url} was refused ({_describe(exc)})"
+        self._health.refuse_uploads(reason)
+        self._warn(_refused_message(reason))
 
     def _warn(self, message: str) -> None:
         try:
@@ -377,8 +643,9 @@ class RemoteStore:
         except Exception:  # a reporter's bug must not break a transfer
             pass
 
-    def _corrupt(self, message: str) -> None:
+    def _corrupt(self, kind: str, name: str, message: str) -> None:
         self.stats.corrupt += 1
+        self._health.mark_bad(kind, name, message)
         self._warn(message)
 
     def _progress_fn(self, progress: Progress | None) -> Progress | None:
@@ -399,19 +666,23 @@ class RemoteStore:
 
     # --- action cache -------------------------------------------------------------------------
 
-    async def _get_results(self, keys: list[str]) -> dict[str, ActionResult]:
-        backend = self._backend
+    async def _read_record(self, key: str) -> bytes:
+        """The record's bytes, at most MAX_RECORD + 1 of them. Raises like _call."""
+        buf = _Buffer(MAX_RECORD)
+        try:
+            await self._call(f"reading ac/{key}", lambda: self._backend.stream_to(self._ac(key), buf), progress=lambda: buf.received)
+        finally:
+            self.stats.bytes_down += buf.received
+        return bytes(buf.data)
 
+    async def _get_results(self, keys: list[str]) -> dict[str, ActionResult]:
         async def one(key: str):
             try:
-                record = await self._call(f"reading ac/{key}", lambda: backend.read(self._ac(key)))
+                result = parse_record(await self._read_record(key))
             except (_Missing, _Failed):
                 return None
-            self.stats.bytes_down += len(record)
-            try:
-                result = parse_record(record)
-            except CacheCorruptError as exc:
-                self._corrupt(f"remote cache: action result {key} is corrupt ({exc}); ignored (a miss)")
+            except (_Corrupt, CacheCorruptError) as exc:
+                self._corrupt("ac", key, f"remote cache: action result {key} is corrupt ({exc}); ignored (a miss)")
                 return None
             self.stats.results_fetched += 1
             return key, result
@@ -424,13 +695,44 @@ class RemoteStore:
         try:
             await self._call(
                 f"creating ac/{key}", lambda: self._backend.create(self._ac(key), record),
-                nbytes=len(record), missing_ok=False, exists_ok=True,
+                nbytes=len(record), missing_ok=False, exists_ok=True, write=True,
             )
-        except (_Exists, _Failed):
+        except _Failed:
             return False
+        except _Exists:
+            if not await self._replaceable(key, result):
+                return False
+            try:
+                await self._call(
+                    f"replacing ac/{key}", lambda: self._backend.write(self._ac(key), record),
+                    nbytes=len(record), missing_ok=False, write=True,
+                )
+            except _Failed:
+                return False
+            self._health.healed("ac", [key])
         self.stats.bytes_up += len(record)
         self.stats.results_uploaded += 1
         return True
+
+    async def _replaceable(self, key: str, result: ActionResult) -> bool:
+        """May the existing record for `key` be replaced by `result` (verified, its blobs uploaded)?
+        Only if it is known corrupt, or is corrupt when read now, or names a blob known corrupt
+        that `result` does not (a rebuild that made other bytes cannot repair that blob)."""
+        if not self._health.any_bad():
+            return False
+        if self._health.bad("ac", [key]):
+            return True
+        try:
+            existing = parse_record(await self._read_record(key))
+        except (_Missing, _Failed):
+            return False
+        except (_Corrupt, CacheCorruptError):
+            return True
+        ours = {f.digest for f in result.files}
+        stale = self._health.bad("blob", {f.digest for f in existing.files} - ours)
+        if stale:
+            self._health.healed("blob", stale)  # no longer named by this record; others naming it are caught when fetched
+        return bool(stale)
 
     # --- CAS: existence -------------------------------------------------------------------------
 
@@ -496,12 +798,14 @@ class RemoteStore:
     # --- CAS: upload ----------------------------------------------------------------------------
 
     async def _upload_blobs(self, cas: LocalCAS, digests: set[str], progress: Progress | None) -> tuple[int, set[str]]:
-        """Returns (bytes sent, the digests not confirmed present remotely afterwards)."""
+        """Returns (bytes sent, the digests not confirmed present remotely afterwards). Blobs known
+        corrupt remotely are uploaded again (overwritten with these verified bytes)."""
         if not digests:
             return 0, set()
         missing = await self._missing(digests)
-        if self._open:
+        if self._is_open():
             return 0, set(digests)
+        bad = self._health.bad("blob", digests - missing)
         progress = self._progress_fn(progress)
         loop = asyncio.get_running_loop()
         sent = 0
@@ -521,7 +825,7 @@ class RemoteStore:
                     n = await self._budget.acquire(size)
                     try:
                         data = await loop.run_in_executor(None, _read_verified, cas, digest)
-                        await self._call(f"uploading cas/{digest}", lambda: self._backend.write(self._cas(digest), data), nbytes=size, missing_ok=False)
+                        await self._call(f"uploading cas/{digest}", lambda: self._backend.write(self._cas(digest), data), nbytes=size, missing_ok=False, write=True)
                     finally:
                         await self._budget.release(n)
                 else:
@@ -531,7 +835,7 @@ class RemoteStore:
                         await self._call(
                             f"uploading cas/{digest}",
                             lambda: self._backend.upload_file(str(path), self._cas(digest), size, report),
-                            nbytes=size, missing_ok=False,
+                            nbytes=size, missing_ok=False, write=True,
                         )
                         if report:
                             report(size, final=True)
@@ -545,8 +849,10 @@ class RemoteStore:
             sent += size
             self.stats.bytes_up += size
             self.stats.blobs_uploaded += 1
+            if digest in bad:
+                self._health.healed("blob", [digest])
 
-        await asyncio.gather(*(one(d) for d in sorted(missing)))
+        await asyncio.gather(*(one(d) for d in sorted(missing | bad)))
         return sent, failed
 
     # --- CAS: download --------------------------------------------------------------------------
@@ -576,7 +882,7 @@ class RemoteStore:
                 return
             except _Corrupt as exc:
                 problems[digest] = f"corrupt in the remote cache: {exc}; not used"
-                self._corrupt(f"remote cache: blob {digest} is corrupt ({exc}); not used")
+                self._corrupt("blob", digest, f"remote cache: blob {digest} is corrupt ({exc}); not used")
                 return
             outcome["received"] += size
             self.stats.blobs_fetched += 1
@@ -587,10 +893,16 @@ class RemoteStore:
     async def _fetch_whole(self, cas: LocalCAS, digest: str, size: int) -> None:
         n = await self._budget.acquire(size)
         try:
-            data = await self._call(f"reading cas/{digest}", lambda: self._backend.read(self._cas(digest)), nbytes=size)
-            self.stats.bytes_down += len(data)
-            if len(data) != size:
-                raise _Corrupt(f"{len(data)} bytes, expected {size}")
+            buf = _Buffer(size)
+            try:
+                await self._call(f"reading cas/{digest}", lambda: self._backend.stream_to(self._cas(digest), buf), nbytes=size)
+            finally:
+                self.stats.bytes_down += buf.received
+            data = buf.data
+            if len(data) < size:
+                raise _Corrupt(f"truncated: {len(data)} bytes, expected {size}")
+            if len(data) > size:
+                raise _Corrupt(f"longer than the expected {size} bytes")
             actual = digest_bytes(data)
             if actual != digest:
                 raise _Corrupt(f"content hashes to {actual}")
@@ -628,6 +940,32 @@ class RemoteStore:
         finally:
             sink.close()
             _unlink(tmp)
+
+
+class _Buffer:
+    """Where a record or a small blob goes: memory, at most `size` + 1 bytes (one more than expected
+    is enough to know the object is too long). `write` returns False once that many arrived: the
+    backend stops reading."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.data = bytearray()
+
+    @property
+    def received(self) -> int:
+        return len(self.data)
+
+    def write_sync(self, data) -> bool:
+        room = self.size + 1 - len(self.data)
+        if room > 0:
+            self.data += memoryview(data)[:room]
+        return len(self.data) <= self.size
+
+    async def write(self, data) -> bool:
+        return self.write_sync(data)
+
+    async def flush(self) -> None:
+        pass
 
 
 class _Sink:
@@ -720,6 +1058,31 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text and text[0] else type(exc).__name__
 
 
+def _refused(exc: BaseException) -> bool:
+    """Does a failed write say this client may not write there (permissions, a read-only file system)?"""
+    if isinstance(exc, PermissionError):  # file:// EACCES/EPERM, s3fs AccessDenied
+        return True
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return True
+    if getattr(exc, "code", None) in (401, 403):  # gcsfs HttpError
+        return True
+    return isinstance(exc, OSError) and str(exc).startswith("Forbidden")  # gcsfs's HTTP 403
+
+
+def _refused_message(reason: str) -> str:
+    return f"remote cache uploads refused: {reason}; uploading nothing more (reads go on; --no-remote-upload says so up front)"
+
+
+def _answers(loop: asyncio.AbstractEventLoop, timeout: float) -> bool:
+    """Does the event loop run a callback within `timeout` seconds (or is something blocking it)?"""
+    ran = threading.Event()
+    try:
+        loop.call_soon_threadsafe(ran.set)
+    except RuntimeError:  # closed
+        return False
+    return ran.wait(timeout)
+
+
 def _running_loop():
     try:
         return asyncio.get_running_loop()
@@ -792,8 +1155,56 @@ class _Budget:
 
 # --- one event loop thread for backends that are not fsspec-async ----------------------------------
 
+
+class _DaemonThreads(concurrent.futures.Executor):
+    """Up to `size` daemon threads for blocking file-system calls on a remote (file://, other sync
+    filesystems). Unlike ThreadPoolExecutor's, they are never joined at exit: a read stuck on a
+    hung mount is abandoned with the process, and the request's deadline has already given up on it."""
+
+    def __init__(self, size: int, name: str):
+        self._size, self._name = size, name
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+
+    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._work.put((future, fn, args, kwargs))
+        with self._lock:
+            start = self._idle == 0 and self._threads < self._size
+            if start:
+                self._threads += 1
+                self._idle += 1
+        if start:
+            threading.Thread(target=self._serve, name=f"{self._name}-{self._threads}", daemon=True).start()
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            future, fn, args, kwargs = self._work.get()
+            with self._lock:
+                self._idle -= 1
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del future, fn, args, kwargs
+            with self._lock:
+                self._idle += 1
+
+
+@dataclass
+class _IOLoop:
+    loop: asyncio.AbstractEventLoop
+    threads: _DaemonThreads
+
+
 _loop_lock = threading.Lock()
-_own_loop: asyncio.AbstractEventLoop | None = None
+_own_loop: _IOLoop | None = None
 
 
 def _forget_loop() -> None:  # in a forked child, the loop's thread did not come along
@@ -804,40 +1215,63 @@ def _forget_loop() -> None:  # in a forked child, the loop's thread did not come
 os.register_at_fork(after_in_child=_forget_loop)
 
 
-def _background_loop() -> asyncio.AbstractEventLoop:
+def _background_loop() -> _IOLoop:
+    """This process's event loop thread for the non-async backends, and its daemon I/O threads."""
     global _own_loop
     with _loop_lock:
-        if _own_loop is None or _own_loop.is_closed():
+        if _own_loop is None or _own_loop.loop.is_closed():
             loop = asyncio.new_event_loop()
-            from concurrent.futures import ThreadPoolExecutor
-
-            loop.set_default_executor(ThreadPoolExecutor(16, thread_name_prefix="mbuild-remote-io"))
             threading.Thread(target=loop.run_forever, name="mbuild-remote", daemon=True).start()
-            _own_loop = loop
+            _own_loop = _IOLoop(loop, _DaemonThreads(16, "mbuild-remote-io"))
         return _own_loop
 
 
 # --- backends ----------------------------------------------------------------------------------------
 #
 # Each is a handful of async primitives over "paths" under `root`:
-#   read(path) -> bytes, stream_to(path, sink) (the object's bytes, in order, to sink.write until
-#   it returns False, then sink.flush()), stat(path) -> size,
+#   stream_to(path, sink) (the object's bytes, in order, to sink.write until it returns False, then
+#   sink.flush(); sink.size + 1 bytes at most are asked for), stat(path) -> size,
 #   list_page(dir) -> (names, complete) one page of a listing (only if can_list), create(path, data) (FileExistsError if present),
 #   write(path, data), upload_file(local path, path, size, report)
-# "Not found" is FileNotFoundError; any other exception is a failure.
+# "Not found" is FileNotFoundError; _Corrupt for an object that cannot be what it should (not a
+# regular file); any other exception is a failure.
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _check_url(url: str) -> None:
+    """ValueError for a URL no backend can use (before anything is imported or asked)."""
+    scheme = _scheme(url)
+    if not scheme:
+        raise ValueError(f"remote cache url {url!r} needs a scheme (gs://, s3://, file://...)")
+    if scheme in ("gs", "gcs", "s3", "s3a"):
+        _split_url(url)
+
+
+def _import_backend(url: str) -> None:
+    """Import what the backend for `url` needs (local work: done before the timed client set-up)."""
+    scheme = _scheme(url)
+    if scheme in ("gs", "gcs"):
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # (see _GCSBackend)
+        import aiohttp  # noqa: F401
+        import gcsfs.core  # noqa: F401
+    elif scheme in ("s3", "s3a"):
+        import s3fs  # noqa: F401
+    elif scheme != "file":
+        import fsspec  # noqa: F401
 
 
 def _make_backend(config: RemoteConfig, store: RemoteStore):
     url = config.url.rstrip("/")
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    scheme = _scheme(url)
     if scheme == "file":
         return _LocalBackend(url[len("file://"):], store)
     if scheme in ("gs", "gcs"):
         return _GCSBackend(url, config, store)
     if scheme in ("s3", "s3a"):
         return _S3Backend(url, config, store)
-    if not scheme:
-        raise ValueError(f"remote cache url {config.url!r} needs a scheme (gs://, s3://, file://...)")
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(url, **config.storage_options)
@@ -847,7 +1281,8 @@ def _make_backend(config: RemoteConfig, store: RemoteStore):
 
 
 class _LocalBackend:
-    """file://: a directory, maybe on a shared file system. Plain os calls in worker threads."""
+    """file://: a directory, maybe on a shared file system. Plain os calls on daemon threads (a call
+    stuck on a hung mount is abandoned at its deadline and never delays exit)."""
 
     can_list = False  # a stat is cheaper than any listing
 
@@ -856,14 +1291,12 @@ class _LocalBackend:
             path = path[len("localhost"):]
         self.root = os.path.abspath(os.path.expanduser(path))
         self.store = store
-        self.loop = _background_loop()
+        io = _background_loop()
+        self.loop, self.threads = io.loop, io.threads
 
     async def _io(self, fn, *args):
         self.store.stats.requests += 1
-        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-    async def read(self, path):
-        return await self._io(_read_file, path)
+        return await asyncio.get_running_loop().run_in_executor(self.threads, fn, *args)
 
     async def stat(self, path):
         return (await self._io(os.stat, path)).st_size
@@ -881,14 +1314,32 @@ class _LocalBackend:
         await self._io(_copy_file, lpath, rpath, report)
 
 
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+def _open_regular(path: str) -> int:
+    """A descriptor for reading `path`, opened without blocking (a FIFO does not wait for a writer)
+    and only if it is a regular file (after following links: a link to /dev/zero is a device)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ENODEV, errno.ELOOP):  # a socket, a device without a driver, a link loop
+            raise _Corrupt(f"{path} is not a regular file ({exc.strerror})") from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+                    stat.S_IFDIR: "a directory", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "not a regular file")
+            raise _Corrupt(f"{path} is {kind}, not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def _copy_out(path: str, sink: _Sink) -> None:
-    buf = memoryview(bytearray(_Sink.FLUSH))
-    with open(path, "rb", buffering=0) as src:
+def _copy_out(path: str, sink: _Sink | _Buffer) -> None:
+    """The file's bytes to `sink`, until it has size + 1 of them (it returns False) or the file ends."""
+    buf = memoryview(bytearray(min(_Sink.FLUSH, sink.size + 1)))
+    with open(_open_regular(path), "rb", buffering=0) as src:
         while n := src.readinto(buf):
             if not sink.write_sync(buf[:n]):
                 return
@@ -978,10 +1429,6 @@ class _AsyncFSBackend(_FsspecBackend):
     async def _count(self, n: int = 1):
         self.store.stats.requests += n
 
-    async def read(self, path):
-        await self._count()
-        return await self.fs._cat_file(path)
-
     async def stat(self, path):
         await self._count()
         return (await self.fs._info(path))["size"]
@@ -1021,14 +1468,12 @@ class _SyncFSBackend(_FsspecBackend):
 
     def __init__(self, fs, root: str, store: RemoteStore):
         super().__init__(fs, root, store)
-        self.loop = _background_loop()
+        io = _background_loop()
+        self.loop, self.threads = io.loop, io.threads
 
     async def _io(self, fn, *args, **kwargs):
         self.store.stats.requests += 1
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
-
-    async def read(self, path):
-        return await self._io(self.fs.cat_file, path)
+        return await asyncio.get_running_loop().run_in_executor(self.threads, lambda: fn(*args, **kwargs))
 
     async def stat(self, path):
         return (await self._io(self.fs.info, path))["size"]
@@ -1036,7 +1481,7 @@ class _SyncFSBackend(_FsspecBackend):
     async def stream_to(self, path, sink):
         def copy():
             with self.fs.open(path, "rb") as f:
-                while data := f.read(_Sink.FLUSH):
+                while data := f.read(min(_Sink.FLUSH, sink.size + 1)):
                     if not sink.write_sync(data):
                         return
 
@@ -1115,8 +1560,8 @@ class _GCSBackend(_AsyncFSBackend):
         session = await fs._set_session()
         async with session.get(fs.url(path), params=fs._get_params({}), headers=fs._get_headers(None), timeout=fs.requests_timeout) as r:
             if r.status >= 400:
-                validate_response(r.status, await r.read(), path)
-            async for data in r.content.iter_chunked(_Sink.FLUSH):
+                validate_response(r.status, await r.content.read(64 << 10), path)  # (an error's body, bounded too)
+            async for data in r.content.iter_chunked(min(_Sink.FLUSH, sink.size + 1)):
                 if not await sink.write(data):
                     break
             await sink.flush()
@@ -1215,16 +1660,12 @@ class _S3Backend(_AsyncFSBackend):
         bucket, key, _ = self.fs.split_path(path)
         return bucket, key
 
-    async def read(self, path):
-        await self._ready()
-        return await self.fs._cat_file(path, max_concurrency=1)  # (otherwise s3fs asks for the size first)
-
     async def stream_to(self, path, sink):
         await self._ready()
         bucket, key = self._split(path)
         body = (await self.fs._call_s3("get_object", Bucket=bucket, Key=key))["Body"]
         try:
-            while data := await body.read(_Sink.FLUSH):
+            while data := await body.read(min(_Sink.FLUSH, sink.size + 1)):
                 if not await sink.write(data):
                     break
         finally:
