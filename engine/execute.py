@@ -26,7 +26,7 @@ from . import faults
 from .events import TransferProgress
 from .errors import BlobUnavailableError
 from .labels import Label
-from .leases import Heartbeat, Holder, Lease, LeaseLost, LeaseStore, default_margin, open_leases
+from .leases import Conflict, Heartbeat, Holder, Lease, LeaseLost, LeaseStore, default_margin, open_leases
 from .primitives import LeaseBusy, StepAlreadyDone, single_flight, stop_on_loss
 from .model import Resources, Rule, map_labels
 from .results import ActionResult, OutputFile, OutputLink, check_link_target, json_value
@@ -79,6 +79,7 @@ class ExecConfig:
     storage_options: dict = field(default_factory=dict)  # fsspec options for a remote lease store
     in_process: bool = False  # run in the driver's process: a lost lease interrupts the thread, not exit
     remote: RemoteConfig | None = None  # the shared remote cache, if any
+    build: str = ""  # the build's id: its processes share what they learn about the remote (LocalDB.remote_health)
 
 
 
@@ -227,22 +228,26 @@ class ActionSlot:
         return self.leases.lease(self.spec.key, note=self.spec.label)
 
 
-_remotes: dict[str, RemoteStore] = {}
+_remotes: dict[tuple[str, str], RemoteStore] = {}
 _remote_warnings: list[str] = []
 
 
 def open_remote(config: ExecConfig) -> RemoteStore | None:
-    """This process's client of the remote cache (one per configuration), or None."""
+    """This process's client of the remote cache (one per configuration and build), or None. With
+    a build id, its breaker, refused uploads and corrupt objects are shared with the build's other
+    processes through the local cache's database."""
     if config.remote is None:
         return None
-    key = repr(config.remote)
+    key = (repr(config.remote), config.build)
     store = _remotes.get(key)
     if store is None:
         from .stores.remote import RemoteStore
 
         with _open_lock:
-            store = _remotes.get(key) or RemoteStore(config.remote, on_warning=_remote_warnings.append, on_progress=TransferProgress())
-            _remotes[key] = store
+            store = _remotes.get(key)
+            if store is None:
+                health = open_stores(config.cache_dir)[1].remote_health(config.remote.url, config.build) if config.build else None
+                store = _remotes[key] = RemoteStore(config.remote, on_warning=_remote_warnings.append, on_progress=TransferProgress(), health=health)
     return store
 
 
@@ -263,9 +268,10 @@ _lease_stores: dict[tuple, LeaseStore] = {}
 
 def lease_store(config: ExecConfig, local: bool = False) -> LeaseStore:
     """This process's lease store for `config` (opened once per process): the remote store's when
-    one is configured (unless `local`), else records in the local cache's database."""
+    one is configured (unless `local`), else records in the local cache's database. Remote lease
+    objects go through the remote cache's client (its filesystem, its breaker: see _GuardedLease)."""
     remote_leases = bool(config.leases) and not local
-    key = (config.leases if remote_leases else "", config.cache_dir, config.lease_ttl, repr(sorted(config.storage_options.items())))
+    key = (config.leases if remote_leases else "", config.cache_dir, config.lease_ttl, repr(sorted(config.storage_options.items())), config.build if remote_leases else "")
     store = _lease_stores.get(key)
     if store is not None:
         return store
@@ -274,13 +280,52 @@ def lease_store(config: ExecConfig, local: bool = False) -> LeaseStore:
         if store is not None:
             return store
         if remote_leases:
+            remote = open_remote(config)
             timeout = config.remote.timeout if config.remote else None
-            store = open_leases(config.leases, ttl=config.lease_ttl, storage_options=config.storage_options, timeout=timeout)
+            store = open_leases(
+                config.leases, ttl=config.lease_ttl, storage_options=config.storage_options, timeout=timeout,
+                fs=remote.filesystem() if remote is not None else None,
+                guard=(lambda obj: _GuardedLease(obj, remote)) if remote is not None else None,
+            )
         else:
             _, db = open_stores(config.cache_dir)
             store = LeaseStore(f"{config.cache_dir}#leases", db.lease_object, ttl=config.lease_ttl, margin=default_margin(config.lease_ttl), pid_check=True)
         _lease_stores[key] = store
     return store
+
+
+class RemoteLeaseError(Exception):
+    """A remote lease operation failed, or was not tried because the remote cache is down."""
+
+
+class _GuardedLease:
+    """A remote lease object that is not asked once the remote cache is down for this build, and
+    whose outcomes count for the remote's breaker (shared by the build's processes): renewals and
+    releases of leases taken before an outage fail at once instead of waiting out a deadline each."""
+
+    def __init__(self, obj, remote: RemoteStore):
+        self.obj, self.remote, self.where = obj, remote, obj.where
+
+    def read(self):
+        return self._do("reading", self.obj.read, write=False)
+
+    def write(self, data: bytes, expected: str | None) -> str:
+        return self._do("writing", lambda: self.obj.write(data, expected), write=True)
+
+    def _do(self, verb: str, op, write: bool):
+        what = f"{verb} lease {self.where}"
+        if not self.remote.available or (write and not self.remote.may_upload):
+            raise RemoteLeaseError(f"{what}: the remote cache is not in use")
+        try:
+            result = op()
+        except Conflict:
+            self.remote.report(what)
+            raise
+        except Exception as exc:
+            self.remote.report(what, exc, write=write)
+            raise RemoteLeaseError(f"{what} failed: {type(exc).__name__}: {str(exc)[:200]}") from exc
+        self.remote.report(what)
+        return result
 
 
 def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
@@ -293,7 +338,7 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
     """
     cas, db = open_stores(config.cache_dir)
     remote = open_remote(config)
-    local_leases = _remote_leases_down or remote is None or not remote.available
+    local_leases = remote is None or not remote.available or not remote.may_upload
     requests_before = remote.stats.requests if remote is not None else 0
     slot = ActionSlot(spec, db, lease_store(config, local=local_leases), remote if spec.trust_cache else None)
     try:
@@ -311,23 +356,14 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
     return outcome
 
 
-_remote_leases_down = False
-
-
 def _single_flight(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, slot: ActionSlot) -> Outcome:
     """single_flight over the slot; if the remote lease store fails before the action starts (the
-    remote cache is an accelerator, never a dependency), fall back to local leases for good."""
-    global _remote_leases_down
+    remote cache is an accelerator, never a dependency), this action takes a local lease. The
+    failure counted for the remote's breaker: once that opens, every action of the build does."""
     work = lambda hb: _execute(spec, config, cas, db, remote, hb)  # noqa: E731
     try:
         return single_flight(slot, work, renew=config.lease_renew, wait=False)
-    except (StepAlreadyDone, LeaseBusy, LeaseLost):
-        raise
-    except Exception as exc:
-        if not config.leases or _remote_leases_down or slot.leases is lease_store(config, local=True):
-            raise
-        _remote_leases_down = True
-        _remote_warnings.append(f"remote lease store unreachable ({type(exc).__name__}: {str(exc)[:200]}); using local leases")
+    except RemoteLeaseError:
         slot.leases = lease_store(config, local=True)
         return single_flight(slot, work, renew=config.lease_renew, wait=False)
 
@@ -371,7 +407,7 @@ def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, r
     db.put_result(spec.key, result.to_record())
     db.clear_failure(spec.key)
     uploaded = 0
-    if remote is not None and remote.config.upload:
+    if remote is not None and remote.may_upload:
         before = remote.stats.bytes_up
         remote.publish(cas, spec.key, result)  # every blob first, then the record (create-if-absent)
         uploaded = remote.stats.bytes_up - before

@@ -178,10 +178,13 @@ def run_remote_action(
     outcome = _runner(runner)(spec, config)
     if isinstance(outcome, (Ran, Failed)) and outcome.log:
         _echo_log(spec, Path(outcome.log))
+    _leave_counters(spec, config, outcome, run_id)
     _raise_unless_ran(outcome)
 
 
-def run_action_in_process(spec: ActionSpec, config: ExecConfig, runner: str | None = None, log_path: str | None = None) -> None:
+def run_action_in_process(
+    spec: ActionSpec, config: ExecConfig, runner: str | None = None, log_path: str | None = None, run_id: str | None = None,
+) -> None:
     """The body of a fray job that runs in a thread of the driver (LocalClient).
 
     The action's file descriptors cannot be redirected here (they are the driver's), so the
@@ -194,7 +197,49 @@ def run_action_in_process(spec: ActionSpec, config: ExecConfig, runner: str | No
     else:
         with _thread_output_to(log_path):
             outcome = _runner(runner)(spec, config)
+    _leave_counters(spec, config, outcome, run_id)
     _raise_unless_ran(outcome)
+
+
+def counters_path(cache_dir: str, key: str) -> Path:
+    """Where a job leaves its action's transfer counters for the driver: next to the job's log."""
+    return Path(cache_dir) / "logs" / f"{key}.ran.json"
+
+
+def _leave_counters(spec: ActionSpec, config: ExecConfig, outcome: Outcome, run_id: str | None) -> None:
+    """A job returns no value: a `Ran`'s counters (bytes up and down, remote requests) and remote
+    cache warnings go to a small file the driver reads and removes (`_take_counters`)."""
+    if not isinstance(outcome, Ran):
+        return
+    path = counters_path(config.cache_dir, spec.key)
+    body = {"run": run_id, "bytes_up": outcome.bytes_up, "bytes_down": outcome.bytes_down, "requests": outcome.requests, "warnings": outcome.warnings}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_bytes(json.dumps(body).encode())
+        os.replace(tmp, path)
+    except OSError:
+        pass  # only the summary's counts suffer
+
+
+def _take_counters(job: RemoteJob) -> dict[str, Any]:
+    """The counters this run of the job left (see _leave_counters), as Ran fields; {} if none."""
+    path = counters_path(job.config.cache_dir, job.key)
+    try:
+        body = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    try:
+        path.unlink()
+    except OSError:
+        pass
+    if not isinstance(body, dict) or body.get("run") != job.run_id:
+        return {}
+    fields = {k: body[k] for k in ("bytes_up", "bytes_down", "requests") if isinstance(body.get(k), int)}
+    warnings = body.get("warnings")
+    if isinstance(warnings, list):
+        fields["warnings"] = [str(w) for w in warnings]
+    return fields
 
 
 def _in_process(config: ExecConfig) -> ExecConfig:
@@ -617,7 +662,7 @@ class FrayExecutor:
         if state == "succeeded":
             result = self._lookup_result(job)
             if result is not None:
-                self._finish(job, Ran(result, self._success_log(job)))
+                self._finish(job, Ran(result, self._success_log(job), **_take_counters(job)))
             else:
                 where = job.config.cache_dir
                 self._finish(job, Failed(
@@ -637,7 +682,7 @@ class FrayExecutor:
         job.lost.append(reason)
         result = self._lookup_result(job)  # it may have published before it was lost
         if result is not None:
-            self._finish(job, Ran(result, self._success_log(job)))
+            self._finish(job, Ran(result, self._success_log(job), **_take_counters(job)))
         elif len(job.lost) <= self.retries:
             self._start(job)
         else:
@@ -920,7 +965,7 @@ class _LocalBackend(_Backend):
         if hasattr(_execute, "lease_store"):
             _execute.lease_store(job.config)
         log = str(self._log_file(job))
-        entry = self.Entrypoint.from_callable(run_action_in_process, args=[job.spec, job.config, self.ex.runner, log])
+        entry = self.Entrypoint.from_callable(run_action_in_process, args=[job.spec, job.config, self.ex.runner, log, job.run_id])
         handle = self.client.submit(_request(self.ex, job, entry))
         future = getattr(handle, "_future", None)
         if future is not None:  # wake the poller at once instead of at its next tick

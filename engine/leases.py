@@ -620,6 +620,7 @@ def open_leases(
     fs: Any = None,
     pid_check: bool = True,
     timeout: float | None = None,
+    guard: Callable[[CasObject], CasObject] | None = None,
 ) -> LeaseStore:
     """A lease store at `location`: a local path or file:// URL, gs://bucket/prefix, s3://bucket/prefix.
 
@@ -629,9 +630,13 @@ def open_leases(
     this long before others may take it over (default ttl/6). `pid_check`: a lease whose holder is
     a dead process on this same machine (same host, boot and pid namespace) is stale at once.
     `timeout`: a deadline per remote request (gcsfs alone retries a refused connection for ~40 s).
+    `guard`: wraps each lease object (e.g. to skip and count requests for a shared circuit breaker).
     """
     margin = default_margin(ttl) if margin is None else margin
     root, factory = _objects(location, storage_options, fs, timeout)
+    if guard is not None:
+        objects = factory
+        factory = lambda key: guard(objects(key))  # noqa: E731
     return LeaseStore(root, factory, ttl=ttl, margin=margin, pid_check=pid_check)
 
 

@@ -14,6 +14,7 @@ import heapq
 import os
 import queue
 import time
+import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -24,7 +25,7 @@ from .digests import digest_bytes
 from .encoding import encode
 from .errors import BlobUnavailableError, MbuildError
 from .events import CACHE_HIT, FAILED, RAN, SKIPPED, ActionEvent, Console, EventsFile, Summary, TransferProgress
-from .execute import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran, lease_store, open_stores, run_action
+from .execute import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran, RemoteLeaseError, lease_store, open_stores, run_action
 from .leases import LEASE_LOST_EXIT_CODE, Holder
 from .graph import Graph
 from .keys import KeyParts, file_input, tree_input
@@ -124,11 +125,13 @@ class Scheduler:
         _ensure_gitignored(workspace.cache_dir)
         self.codeprinter = CodePrinter(workspace.root)
         self.remote_config = remote_config(workspace, options)
+        self.build_id = uuid.uuid4().hex  # the build's processes share what they learn about the remote under it
         self.remote = None
         if self.remote_config is not None:
             from .stores.remote import RemoteStore
 
-            self.remote = RemoteStore(self.remote_config, on_warning=self._warn_once, on_progress=TransferProgress(self.console.stream))
+            health = self.db.remote_health(self.remote_config.url, self.build_id)
+            self.remote = RemoteStore(self.remote_config, on_warning=self._warn_once, on_progress=TransferProgress(self.console.stream), health=health)
         self.remote_queue: list[int] = []  # local misses waiting for one batched remote lookup
         self.worker_requests = 0  # remote requests made by workers and jobs
         self.warned: set[str] = set()
@@ -138,7 +141,7 @@ class Scheduler:
             str(workspace.root), str(workspace.cache_dir), lease_ttl=lease.ttl, lease_renew=lease.renew,
             leases=self.remote_config.url.rstrip("/") + "/leases" if shared else "",
             storage_options=self.remote_config.storage_options if shared else {},
-            remote=self.remote_config,
+            remote=self.remote_config, build=self.build_id,
         )
         self.timers: list[tuple[float, int]] = []  # (when, node): another look at an action held elsewhere
         os.environ["MBUILD_BUILDER_PID"] = str(os.getpid())  # what fault injection (crash tests) kills
@@ -238,9 +241,7 @@ class Scheduler:
         fetched only if someone needs them here (build without the bytes)."""
         batch, self.remote_queue = self.remote_queue, []
         hits = self.remote.lookup(list({self.status[i].key for i in batch}))
-        if not self.remote.available and self.exec_config.remote is not None:
-            # The remote is down: workers use only the local cache and local leases from now on.
-            self.exec_config = dataclasses.replace(self.exec_config, remote=None, leases="", storage_options={})
+        self._drop_remote_if_down()
         for i in batch:
             st = self.status[i]
             result = hits.get(st.key)
@@ -251,6 +252,12 @@ class Scheduler:
             st.result, st.digest, st.source = result, result.tree, "remote"
             self._settle(i, State.HIT)
 
+    def _drop_remote_if_down(self) -> None:
+        """Once the remote is down (found here or by a worker), actions started from now on use only
+        the local cache and local leases."""
+        if self.exec_config.remote is not None and not self.remote.available:
+            self.exec_config = dataclasses.replace(self.exec_config, remote=None, leases="", storage_options={})
+
     def _miss(self, i: int) -> None:
         st = self.status[i]
         node = self.graph.order[i]
@@ -259,7 +266,10 @@ class Scheduler:
         if self.options.dry_run:
             st.state = State.WOULD_RUN
             st.why = self._explain_miss(node, st.parts)
-            st.holder = lease_store(self.exec_config).holder(st.key)
+            try:
+                st.holder = lease_store(self.exec_config).holder(st.key)
+            except RemoteLeaseError:  # (counted for the remote's breaker)
+                st.holder = None
             st.failed_before = self.db.get_failure(st.key)
             self._resolved(i)
             return
@@ -280,6 +290,8 @@ class Scheduler:
         st.seconds = time.monotonic()
         if announce:
             self.console.started(str(node.label), self.finished, self.actions)
+        if self.remote is not None:
+            self._drop_remote_if_down()
         if node.remote:
             self.running[i] = self._fray_executor().submit(self._spec(i), self.exec_config, i)
             return
@@ -577,6 +589,7 @@ class Scheduler:
             elif st.state is not State.WOULD_RUN:
                 summary.not_started += 1
         if self.remote is not None:
+            _ = self.remote.available  # reading it reports an outage a worker found that nobody reported yet
             summary.remote_requests = self.remote.stats.requests + self.worker_requests
         if interrupted:
             summary.exit_code = 130

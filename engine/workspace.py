@@ -156,7 +156,7 @@ def read_settings(path: Path) -> Settings:
     return settings
 
 
-REMOTE_SCHEMES = ("gs", "s3", "file")
+REMOTE_SCHEMES = ("gs", "gcs", "s3", "s3a", "file")  # gcs:// and s3a:// are other names of gs:// and s3://
 _CONTROLLER_HINT = ' (the Iris controller\'s address, e.g. "http://host:port")'
 
 

@@ -48,6 +48,7 @@ class LocalDB:
         self.labels = self.env.open_db(b"labels")  # label -> the parts of that key, for explanations
         self.failures = self.env.open_db(b"failures")  # action key -> its last failure (never a result)
         self.leases = self.env.open_db(b"leases")  # action key -> 16-byte version + lease body
+        self.remote = self.env.open_db(b"remote")  # what a build's processes learnt about a remote cache (RemoteHealth)
 
     def close(self) -> None:
         self.env.close()
@@ -107,6 +108,11 @@ class LocalDB:
     def lease_object(self, key: str) -> LmdbObject:
         return LmdbObject(self, key)
 
+    # --- the remote cache's health, shared by a build's processes -------------------------------
+
+    def remote_health(self, url: str, build: str) -> RemoteHealth:
+        return RemoteHealth(self, url, build)
+
     # --- per-label records ----------------------------------------------------------------------
 
     def get_label(self, label: str) -> dict | None:
@@ -153,6 +159,87 @@ class LocalDB:
                 for k, v in fresh.items():
                     txn.put(k, v)
         return digests
+
+
+class RemoteHealth:
+    """What the processes of one build (driver, workers, fray jobs on this machine) have learnt
+    about one remote cache, shared through this database (the stores.remote.SharedHealth protocol).
+
+    One record per URL holds the build's id, its consecutive failed requests, and, once the breaker
+    opened or a write was refused, why. Every process reads it (microseconds) before each request,
+    so an outage found by one process costs the others nothing, and one found by several adds up
+    to `max_failures` failures for the whole build, not per process. The record belongs to its
+    build: any other build (a later one, or one sharing this cache) reads it as fresh and tries the
+    remote again; the next outage overwrites it.
+
+    Corrupt remote objects ("blob" digests, "ac" keys) are remembered per URL whatever the build,
+    until a verified upload replaces them.
+    """
+
+    def __init__(self, db: LocalDB, url: str, build: str):
+        self.env, self.dbi, self.build = db.env, db.remote, build
+        name = url.rstrip("/").encode()
+        self._key = b"health\0" + name
+        self._bad = b"bad\0" + name + b"\0"
+
+    def _state(self, txn) -> dict:
+        raw = txn.get(self._key)
+        try:
+            state = orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
+            state = {}
+        return state if isinstance(state, dict) and state.get("build") == self.build else {"build": self.build}
+
+    def _read(self) -> dict:
+        with self.env.begin(db=self.dbi) as txn:
+            return self._state(txn)
+
+    def _update(self, change: Callable[[dict], None]) -> dict:
+        with self.env.begin(db=self.dbi, write=True) as txn:
+            state = self._state(txn)
+            change(state)
+            txn.put(self._key, orjson.dumps(state))
+        return state
+
+    def down(self) -> str | None:
+        return self._read().get("down")
+
+    def mark_down(self, reason: str) -> None:
+        self._update(lambda s: s.setdefault("down", reason))
+
+    def failed(self) -> int:
+        return self._update(lambda s: s.__setitem__("failures", s.get("failures", 0) + 1))["failures"]
+
+    def succeeded(self) -> None:
+        if self._read().get("failures"):  # the common case is a read, no write
+            self._update(lambda s: s.__setitem__("failures", 0))
+
+    def uploads_refused(self) -> str | None:
+        return self._read().get("refused")
+
+    def refuse_uploads(self, reason: str) -> None:
+        self._update(lambda s: s.setdefault("refused", reason))
+
+    def mark_bad(self, kind: str, name: str, reason: str) -> None:
+        with self.env.begin(db=self.dbi, write=True) as txn:
+            txn.put(self._bad + f"{kind}/{name}".encode(), orjson.dumps({"at": time.time(), "reason": reason[:500]}))
+
+    def bad(self, kind: str, names) -> set[str]:
+        names = list(names)
+        if not names or not self.any_bad():
+            return set()
+        with self.env.begin(db=self.dbi) as txn:
+            return {n for n in names if txn.get(self._bad + f"{kind}/{n}".encode()) is not None}
+
+    def any_bad(self) -> bool:
+        with self.env.begin(db=self.dbi) as txn:
+            cursor = txn.cursor()
+            return cursor.set_range(self._bad) and bytes(cursor.key()).startswith(self._bad)
+
+    def healed(self, kind: str, names) -> None:
+        with self.env.begin(db=self.dbi, write=True) as txn:
+            for n in names:
+                txn.delete(self._bad + f"{kind}/{n}".encode())
 
 
 def _open(directory: Path) -> lmdb.Environment:
