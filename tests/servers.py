@@ -123,11 +123,16 @@ def s3_server(port: int | None = None) -> Iterator[Server]:
 
 
 class DelayProxy:
-    """A real TCP proxy on 127.0.0.1 that holds every piece of the server's answer for `delay` seconds."""
+    """A real TCP proxy on 127.0.0.1 that holds every piece of the server's answer for `delay` seconds.
 
-    def __init__(self, port: int, delay: float):
-        self.port, self.delay = port, delay
-        self.listener = socket.create_server(("127.0.0.1", 0))
+    With `black_hole` (see `black_hole()`) it forwards nothing at all: it accepts every connection,
+    reads what the client sends, and never answers (a remote whose packets are dropped after the
+    handshake).
+    """
+
+    def __init__(self, port: int, delay: float, black_hole: bool = False):
+        self.port, self.delay, self.black_hole = port, delay, black_hole
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=128)
         self.address = self.listener.getsockname()
         self.sockets: list[socket.socket] = []
         self.closed = False
@@ -143,10 +148,21 @@ class DelayProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.black_hole:
+                self.sockets.append(client)
+                threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
+                continue
             upstream = socket.create_connection(("127.0.0.1", self.port))
             self.sockets += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream, 0.0), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, self.delay), daemon=True).start()
+
+    def _swallow(self, client: socket.socket) -> None:
+        try:
+            while client.recv(65536):
+                pass
+        except OSError:
+            pass
 
     def _pump(self, src: socket.socket, dst: socket.socket, delay: float) -> None:
         try:
@@ -172,3 +188,8 @@ class DelayProxy:
             except OSError:
                 pass
             s.close()
+
+
+def black_hole() -> DelayProxy:
+    """An address on 127.0.0.1 that accepts connections and never answers (close() it when done)."""
+    return DelayProxy(0, 0.0, black_hole=True)

@@ -698,3 +698,286 @@ def test_importing_the_module_loads_no_fsspec():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=REPO)
+
+
+# --- bounded reads: records that never end, never arrive, or are not files ---------------------------
+
+
+def _published(remote: Remote, tmp_path: Path) -> tuple[LocalCAS, str, ActionResult]:
+    cas = new_cas(tmp_path)
+    result = make_result(cas, n=2, seed="bounded")
+    k = key()
+    assert remote.store()[0].publish(cas, k, result)
+    return cas, k, result
+
+
+def _within(seconds: float, fn):
+    """fn() on a daemon thread: its value (or exception), or a failure after `seconds` instead of a
+    hung test run."""
+    out: dict = {}
+
+    def call() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert out, f"still blocked after {seconds}s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_a_fifo_record_or_blob_is_corrupt_and_never_waited_for(remote_of, tmp_path):
+    """file://: a FIFO where a record or a blob should be is refused at once (opened without
+    blocking, checked to be a regular file); nobody ever writes to it."""
+    remote = remote_of("file")
+    cas, k, result = _published(remote, tmp_path)
+    os.unlink(remote.ac(k))
+    os.mkfifo(remote.ac(k))
+    blob = result.files[0]
+    os.unlink(remote.blob(blob.digest))
+    os.mkfifo(remote.blob(blob.digest))
+    reader, warnings = remote.store(timeout=30.0)
+    assert _within(20, lambda: reader.get_results([k])) == {}
+    with pytest.raises(RemoteBlobsUnavailableError) as info:
+        _within(20, lambda: reader.fetch_blobs(new_cas(tmp_path), [(blob.digest, blob.size)]))
+    assert "corrupt" in info.value.problems[blob.digest]
+    assert reader.stats.corrupt == 2 and all("FIFO" in w for w in warnings) and len(warnings) == 2
+    assert reader.stats.errors == 0 and reader.available  # damage, not an outage
+
+
+def test_a_record_linked_to_dev_zero_is_refused_without_reading(remote_of, tmp_path):
+    remote = remote_of("file")
+    _, k, _ = _published(remote, tmp_path)
+    os.unlink(remote.ac(k))
+    os.symlink("/dev/zero", remote.ac(k))
+    reader, warnings = remote.store()
+    assert _within(20, lambda: reader.get_results([k])) == {}
+    assert reader.stats.bytes_down == 0
+    assert len(warnings) == 1 and "character device" in warnings[0] and k in warnings[0]
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_an_oversized_record_is_read_only_up_to_the_limit(remote_of, tmp_path, monkeypatch, kind):
+    """A record past MAX_RECORD is refused having read at most one byte more. file:// with a real
+    100 MB record; on the servers the limit is lowered to 1 MiB and the record is 5 MiB."""
+    remote = remote_of(kind)
+    _, k, _ = _published(remote, tmp_path)
+    if kind == "file":
+        size, limit = 100 << 20, remote_mod.MAX_RECORD
+        with open(remote.ac(k), "r+b") as f:
+            f.truncate(size)  # sparse: 100 MB that costs no disk
+    else:
+        size, limit = 5 << 20, 1 << 20
+        monkeypatch.setattr(remote_mod, "MAX_RECORD", limit)
+        remote.overwrite(remote.ac(k), os.urandom(size))
+    reader, warnings = remote.store()
+    assert reader.get_results([k]) == {}
+    assert reader.stats.bytes_down <= limit + 1 < size
+    assert len(warnings) == 1 and "larger than" in warnings[0] and reader.stats.errors == 0
+
+
+HUNG_MOUNT_SCRIPT = r"""
+import json, os, sys, threading, time
+from mbuild.stores import remote as remote_mod
+from mbuild.stores.remote import RemoteConfig, RemoteStore
+
+url, key = json.loads(sys.argv[1])
+stuck = threading.Event()
+
+def read_on_a_hung_mount(path, sink):  # what a read(2) on a dead NFS server does: never return
+    stuck.set()
+    threading.Event().wait()
+
+remote_mod._copy_out = read_on_a_hung_mount
+warnings = []
+store = RemoteStore(RemoteConfig(url, timeout=1.0, max_failures=1), on_warning=warnings.append)
+t = time.monotonic()
+print(json.dumps({"results": store.get_results([key]), "seconds": time.monotonic() - t, "stuck": stuck.is_set(),
+                  "warnings": warnings, "available": store.available}), flush=True)
+sys.exit(0)  # the interpreter must not wait for the stuck read
+"""
+
+
+def test_a_read_stuck_on_a_hung_mount_costs_its_deadline_and_never_delays_exit(remote_of, tmp_path):
+    """A read that never returns (a hard NFS mount whose server died) gives up at its deadline and
+    the process exits at once. A mock stands in for the hung mount: the test cannot make one."""
+    remote = remote_of("file")
+    _, k, _ = _published(remote, tmp_path)
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", HUNG_MOUNT_SCRIPT, json.dumps([remote.url, k])], capture_output=True, text=True, timeout=60, cwd=REPO)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["stuck"] and out["results"] == {} and not out["available"]
+    assert out["seconds"] < 5, out  # the deadline (1 s), not the read
+    assert len(out["warnings"]) == 1 and "timed out" in out["warnings"][0]
+    assert elapsed < out["seconds"] + 20, (elapsed, out)  # exit did not wait for the stuck thread
+
+
+def _service_account(token_uri: str) -> dict:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    return {"type": "service_account", "project_id": "test", "private_key_id": "k", "private_key": pem,
+            "client_email": "builder@test.iam.gserviceaccount.com", "client_id": "1", "token_uri": token_uri}
+
+
+def test_a_token_endpoint_that_never_answers_costs_seconds(buckets, gcs_server, tmp_path):
+    """gcsfs refreshes credentials synchronously on its event loop: with a token endpoint that never
+    answers, no request deadline can fire. The caller gives up once the loop has not answered for
+    the timeout: a miss after about two timeouts, the remote off, one warning."""
+    hole = servers.black_hole()
+    try:
+        options = {"endpoint_url": gcs_server.endpoint, "token": _service_account(hole.endpoint + "/token")}
+        warnings: list[str] = []
+        store = RemoteStore(RemoteConfig(f"{buckets['gcs']}/sa-{uuid.uuid4().hex[:8]}", timeout=1.0, storage_options=options), on_warning=warnings.append)
+        started = time.monotonic()
+        assert store.get_results([key()]) == {}
+        assert time.monotonic() - started < 8
+        assert not store.available and len(warnings) == 1 and "stopped answering" in warnings[0]
+        started = time.monotonic()
+        assert store.missing_blobs(["0" * 32]) == {"0" * 32}
+        assert time.monotonic() - started < 0.5
+    finally:
+        hole.close()
+
+
+@pytest.mark.parametrize("kind", ["gcs", "s3"])
+def test_a_black_hole_opens_the_breaker_within_the_deadlines(kind, buckets, gcs_server, s3_options, tmp_path):
+    """An address that accepts connections and never answers: max_failures requests, each at its
+    deadline, then nothing waits any more."""
+    hole = servers.black_hole()
+    try:
+        base = gcs_server.storage_options if kind == "gcs" else s3_options
+        warnings: list[str] = []
+        store = RemoteStore(RemoteConfig(f"{buckets[kind]}/hole", timeout=1.0, max_failures=3, storage_options={**base, "endpoint_url": hole.endpoint}), on_warning=warnings.append)
+        cas = new_cas(tmp_path)
+        result = make_result(cas, n=1, seed="hole")
+        started = time.monotonic()
+        for _ in range(3):
+            assert store.get_results([key()]) == {}
+        assert not store.available
+        assert time.monotonic() - started < 3 * 2.0 + 3  # three deadlines (a loaded machine's margin)
+        started = time.monotonic()
+        assert store.publish(cas, key(), result) is False and store.lookup([key()]) == {}
+        assert time.monotonic() - started < 0.5
+        assert len(warnings) == 1 and "unreachable" in warnings[0]
+    finally:
+        hole.close()
+
+
+# --- refused writes, healing, and health shared between stores -----------------------------------------
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """make(path): `path` becomes read-only for real: a read-only bind mount as root (root ignores
+    file modes), the write bits dropped otherwise."""
+    mounted: list[Path] = []
+
+    def make(path: Path) -> None:
+        if os.geteuid() == 0:
+            done = subprocess.run(["mount", "--bind", "-o", "ro", str(path), str(path)], capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot make a read-only mount here: {done.stderr.strip()}")
+            mounted.append(path)
+        else:
+            for p in [path, *path.rglob("*")]:
+                if p.is_dir():
+                    p.chmod(0o555)
+
+    yield make
+    for path in mounted:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_writes_refused_by_a_read_only_remote_warn_once_and_reads_go_on(remote_of, tmp_path, read_only_dir):
+    remote = remote_of("file")
+    cas, k, result = _published(remote, tmp_path)
+    read_only_dir(Path(remote.root))
+    store, warnings = remote.store()
+    for i in range(3):
+        assert store.publish(cas, key(), make_result(cas, n=1, seed=f"ro{i}")) is False
+    assert len(warnings) == 1 and "uploads refused" in warnings[0]
+    assert "Read-only file system" in warnings[0] or "Permission denied" in warnings[0]
+    assert not store.may_upload and store.available and store.stats.errors == 0
+    assert store.lookup([k]) == {k: result}  # reads go on
+
+
+def test_a_corrupt_blob_is_replaced_by_the_next_verified_upload(remote, tmp_path):
+    cas = new_cas(tmp_path)
+    result = make_result(cas, n=2, seed="heal")
+    k = key()
+    assert remote.store()[0].publish(cas, k, result)
+    bad = result.files[0]
+    good_bytes = cas.read_verified(bad.digest)
+    remote.overwrite(remote.blob(bad.digest), bytes([good_bytes[0] ^ 1]) + good_bytes[1:])
+    client, warnings = remote.store()  # fetches, finds it corrupt, then rebuilds and publishes
+    clone = new_cas(tmp_path)
+    with pytest.raises(RemoteBlobsUnavailableError):
+        client.fetch_blobs(clone, [(f.digest, f.size) for f in result.files])
+    assert client.publish(cas, k, result) is False  # the record existed: kept
+    assert remote.fs.cat_file(remote.blob(bad.digest)) == good_bytes  # the blob is healed
+    fresh = new_cas(tmp_path)
+    assert remote.store()[0].fetch_blobs(fresh, [(f.digest, f.size) for f in result.files]) == result.total_bytes
+
+
+def test_a_record_naming_a_blob_nobody_can_repair_is_replaced(remote, tmp_path):
+    """A rebuild that produces other bytes (a nondeterministic action) cannot repair the corrupt
+    blob: its verified result replaces the record that names it."""
+    cas = new_cas(tmp_path)
+    first = make_result(cas, n=1, seed="first")
+    k = key()
+    assert remote.store()[0].publish(cas, k, first)
+    remote.overwrite(remote.blob(first.files[0].digest), b"x" * first.files[0].size)
+    client, _ = remote.store()
+    with pytest.raises(RemoteBlobsUnavailableError):
+        client.fetch_blobs(new_cas(tmp_path), [(first.files[0].digest, first.files[0].size)])
+    rebuilt = make_result(cas, n=1, seed="rebuilt")
+    assert client.publish(cas, k, rebuilt) is True
+    assert remote.store()[0].lookup([k]) == {k: rebuilt}
+    # Nothing else is ever replaced: a healthy record stays.
+    assert remote.store()[0].publish(cas, k, make_result(cas, n=1, seed="third")) is False
+    assert remote.store()[0].lookup([k]) == {k: rebuilt}
+
+
+def test_a_corrupt_record_is_replaced_by_the_next_verified_result(remote, tmp_path):
+    cas = new_cas(tmp_path)
+    result = make_result(cas, n=1, seed="rec-heal")
+    k = key()
+    assert remote.store()[0].publish(cas, k, result)
+    remote.overwrite(remote.ac(k), b"garbage")
+    client, warnings = remote.store()
+    assert client.lookup([k]) == {} and len(warnings) == 1
+    assert client.publish(cas, k, result) is True
+    assert remote.store()[0].lookup([k]) == {k: result}
+
+
+def test_health_shared_through_the_local_database(remote_of, tmp_path):
+    """Two stores on one build's health record: a breaker opened by one is open for the other at
+    once, and failures add up across them; another build starts afresh."""
+    from mbuild.stores.localdb import LocalDB
+
+    db = LocalDB(tmp_path / "db")
+    url = f"gs://nowhere-{uuid.uuid4().hex[:8]}/c"
+    hole = servers.black_hole()
+    try:
+        config = RemoteConfig(url, timeout=1.0, max_failures=2, storage_options={"endpoint_url": hole.endpoint, "token": "anon"})
+        one_warnings, two_warnings = [], []
+        one = RemoteStore(config, on_warning=one_warnings.append, health=db.remote_health(url, "build-1"))
+        two = RemoteStore(config, on_warning=two_warnings.append, health=db.remote_health(url, "build-1"))
+        assert one.get_results([key()]) == {} and one.available  # one failure
+        assert two.get_results([key()]) == {} and not two.available  # the second, in the other store: open
+        assert not one.available and one.stats.requests == 1
+        assert len(two_warnings) == 1 and len(one_warnings) == 1  # (each process reports it; the driver shows one)
+        later = RemoteStore(config, health=db.remote_health(url, "build-2"))
+        assert later.available
+    finally:
+        hole.close()
