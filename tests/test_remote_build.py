@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -233,3 +234,224 @@ def test_four_builders_share_one_bucket_every_action_runs_once(tmp_path, gcs_ser
     assert len(counts) == 50 and max(counts.values()) == 1, {k: v for k, v in counts.items() if v > 1}
     values = [{p.name: (p / "out.txt").read_text() for p in (r / "mbuild-out/g").iterdir()} for r in roots]
     assert all(v == values[0] for v in values)
+
+
+# --- records that cannot be read, outages that must cost seconds, corruption healed, settings ---------
+
+
+def ac_path(url: str, key: str) -> Path:
+    return Path(url[len("file://"):]) / "ac" / key
+
+
+def key_of(events: list[dict], label: str) -> str:
+    return next(e["key"] for e in events if e.get("label") == label)
+
+
+def test_a_fifo_record_never_keeps_a_build_from_exiting_and_is_replaced(ws, tmp_path):
+    """A FIFO where a remote record should be: the build reads it as corrupt (it never waits for a
+    writer), runs the action, exits, and replaces the record; the next clone gets a hit."""
+    url = (tmp_path / "shared").as_uri()
+    first, second = two_clones(ws, tmp_path, url, {}, 'step(name="a", text="A")\n')
+    events, _ = mbuild(first, "//p:a")
+    record = ac_path(url, key_of(events, "//p:a"))
+    record.unlink()
+    os.mkfifo(record)
+    proc = subprocess.run([sys.executable, "-m", "mbuild.cli", "build", "//p:a"], cwd=second, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "is a FIFO" in proc.stderr and "Traceback" not in proc.stderr
+    assert record.is_file() and (second / "mbuild-out/p/a/out.txt").read_text() == "A"
+    third = tmp_path / "third"
+    shutil.copytree(second, third, ignore=shutil.ignore_patterns(".mbuild", "mbuild-out", "events-*"))
+    events, _ = mbuild(third, "//p:a")
+    assert statuses(events) == {"//p:a": "cache_hit"} and events[0]["source"] == "remote"
+
+
+def long_chain(n: int) -> str:
+    return "".join(f'step(name="s{i}", text="S{i}"' + (f', deps=[":s{i - 1}"])\n' if i else ")\n") for i in range(n))
+
+
+@pytest.mark.parametrize("upload", ["--remote-upload", "--no-remote-upload"])
+def test_an_outage_costs_seconds_not_minutes(ws, tmp_path, upload):
+    """A remote at an address that accepts connections and never answers: the build (five actions
+    in a chain, two workers) takes at most max_failures deadlines more than it takes without a
+    remote, says so once, in both modes. (Before the breaker was shared, every action paid again.)"""
+    from servers import black_hole
+
+    timeout = 2.0
+    ws.build_file("p", long_chain(5))
+    baseline_clone = tmp_path / "baseline"
+    shutil.copytree(ws.root, baseline_clone)
+    started = time.monotonic()
+    mbuild(baseline_clone, "-j", "2", "//p:s4")
+    baseline = time.monotonic() - started
+    hole = black_hole()
+    try:
+        ws.write("WORKSPACE.toml", remote_toml("gs://some-bucket/c", {"endpoint_url": hole.endpoint, "token": "anon"}, timeout=timeout))
+        started = time.monotonic()
+        events, proc = mbuild(ws.root, "-j", "2", upload, "//p:s4")
+        elapsed = time.monotonic() - started
+    finally:
+        hole.close()
+    assert ran(events) == {f"//p:s{i}" for i in range(5)}
+    assert proc.stderr.count("warning: remote cache unreachable") == 1, proc.stderr
+    assert elapsed < 3 * timeout + baseline + 10, (elapsed, baseline, proc.stderr)
+
+
+def test_the_emulator_stopping_mid_setup_costs_one_round_of_deadlines_for_all_workers(ws, tmp_path):
+    """Three actions run at once in three workers when the emulator stops. Their failures add up in
+    one breaker for the build (not one per worker), so the rest of the build costs about one
+    deadline, and the dependent action runs without touching the remote."""
+    from servers import gcs_emulator
+
+    timeout = 3.0
+    gate = ws.root / "go"
+    ws.write(f"{ws.rules}_gate.py", textwrap.dedent(f'''
+        import os, time
+        from mbuild import attr, rule
+
+        @rule(attrs={{"deps": attr.label_list(default=[]), "text": attr.string()}}, outputs=["out.txt"])
+        def gated(ctx):
+            if not ctx.inputs.deps:
+                open({str(gate)!r} + "." + ctx.attr.text, "w").close()
+                deadline = time.monotonic() + 120
+                while not os.path.exists({str(gate)!r}) and time.monotonic() < deadline:
+                    time.sleep(0.02)  # waiting for the test to stop the emulator
+            parts = [ctx.attr.text] + [(d / "out.txt").read_text() for d in ctx.inputs.deps]
+            (ctx.out / "out.txt").write_text("+".join(parts))
+    '''))
+    ws.build_file("p", f'from {ws.rules}_gate import gated\n' + "".join(f'gated(name="{x}", text="{x}")\n' for x in "xyz")
+                  + 'gated(name="top", text="T", deps=[":x", ":y", ":z"])\n')
+    with gcs_emulator() as server:
+        root = server.make_bucket("midsetup")
+        ws.write("WORKSPACE.toml", remote_toml(f"{root}/cache", server.storage_options, timeout=timeout))
+        proc = subprocess.Popen([sys.executable, "-m", "mbuild.cli", "build", "-j", "3", "//p:top"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not all(Path(f"{gate}.{x}").exists() for x in "xyz"):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.02)  # polling for the three actions to be running
+    stopped = time.monotonic()
+    gate.touch()
+    out, err = proc.communicate(timeout=300)
+    after_stop = time.monotonic() - stopped
+    assert proc.returncode == 0, err
+    assert err.count("warning: remote cache unreachable") == 1, err
+    assert (ws.root / "mbuild-out/p/top/out.txt").read_text() == "T+x+y+z"
+    assert after_stop < 2 * timeout + 8, (after_stop, err)
+
+
+NONDETERMINISTIC = '''
+import os
+from mbuild import attr, rule
+
+@rule(attrs={}, outputs=["out.bin"])
+def noisy(ctx):
+    (ctx.out / "out.bin").write_bytes(os.urandom(64))
+'''
+
+
+@pytest.mark.parametrize("backend", ["gcs", "file"])
+@pytest.mark.parametrize("damage", ["blob", "blob-of-a-nondeterministic-action", "record"])
+def test_a_corrupt_remote_object_costs_one_rerun_not_one_per_client(ws, tmp_path, request, backend, damage):
+    """Clone 1 publishes; the remote copy is damaged; clone 2 reruns the action once and, since it
+    may upload, replaces what was bad (the blob with the verified bytes it rebuilt, or the record
+    with its own result); a fresh clone 3 gets a remote hit and runs nothing."""
+    import fsspec
+
+    if backend == "file":
+        url, options = (tmp_path / "shared").as_uri(), {}
+    else:
+        server = request.getfixturevalue("gcs_server")
+        url, options = server.make_bucket(f"heal-{damage[:6]}-{os.getpid() % 10000}-{len(os.listdir(tmp_path))}") + "/cache", server.storage_options
+    nondeterministic = damage == "blob-of-a-nondeterministic-action"
+    if nondeterministic:
+        ws.write(f"{ws.rules}_noisy.py", NONDETERMINISTIC)
+        text, output = f"from {ws.rules}_noisy import noisy\nnoisy(name=\"a\")\n", "out.bin"
+    else:
+        text, output = 'step(name="a", text="AAAA")\n', "out.txt"
+    first, second = two_clones(ws, tmp_path, url, options, text)
+    events, _ = mbuild(first, "//p:a")
+    key = key_of(events, "//p:a")
+    fs, root = fsspec.core.url_to_fs(url, **options, skip_instance_cache=True, use_listings_cache=False)
+    if damage == "record":
+        fs.pipe_file(f"{root}/ac/{key}", b"not a record")
+    else:
+        [blob] = [o for o in fs.find(f"{root}/cas") if not o.rsplit("/", 1)[-1].startswith(".")]
+        fs.pipe_file(blob, b"B" * fs.size(blob))  # same size, other bytes
+    events, proc = mbuild(second, "//p:a")
+    assert statuses(events) == {"//p:a": "ran"} and "corrupt" in proc.stderr
+    third = tmp_path / "third"
+    shutil.copytree(second, third, ignore=shutil.ignore_patterns(".mbuild", "mbuild-out", "events-*"))
+    events, proc = mbuild(third, "//p:a")
+    assert statuses(events) == {"//p:a": "cache_hit"} and events[0]["source"] == "remote", proc.stderr
+    assert (third / f"mbuild-out/p/a/{output}").read_bytes() == (second / f"mbuild-out/p/a/{output}").read_bytes()
+    assert "corrupt" not in proc.stderr
+
+
+FRAY_RULES = '''
+from mbuild import attr, rule
+
+@rule(attrs={"deps": attr.label_list(default=[]), "n": attr.int()}, outputs=["out.txt"], resources={"cpu": 1, "ram": "1g", "disk": "1g"})
+def heavy(ctx):
+    parts = [str(ctx.attr.n)] + [(d / "out.txt").read_text() for d in ctx.inputs.deps]
+    (ctx.out / "out.txt").write_text("+".join(parts))
+'''
+
+
+def test_uploads_made_by_fray_jobs_are_counted(ws, tmp_path):
+    """Remote-tagged actions run as fray jobs (here fray's in-process LocalClient) and publish from
+    inside the job: the build's events and summary count their uploads all the same."""
+    pytest.importorskip("fray")
+    url = (tmp_path / "shared").as_uri()
+    ws.write(f"{ws.rules}_heavy.py", FRAY_RULES)
+    ws.build_file("p", f'from {ws.rules}_heavy import heavy\nheavy(name="h1", n=1)\nheavy(name="h2", n=2, deps=[":h1"])\nstep(name="top", text="T", deps=[":h2"])\n')
+    ws.write("WORKSPACE.toml", remote_toml(url, {}))
+    events, _ = mbuild(ws.root, "//p:top")
+    by_label = {e["label"]: e for e in events[:-1]}
+    assert by_label["//p:h1"]["source"].startswith("fray:local/")
+    assert all(by_label[label]["bytes_up"] > 0 for label in ("//p:h1", "//p:h2", "//p:top"))
+    summary = events[-1]["summary"]
+    assert summary["uploads"] == 3 and summary["bytes_up"] == sum(e["bytes_up"] for e in by_label.values())
+    assert not list((ws.root / ".mbuild/cache/logs").glob("*.ran.json"))  # read and removed
+
+
+@pytest.mark.parametrize("settings,args,expected", [
+    ('[remote]\nurl = "ftp://host/cache"\n', (), "WORKSPACE.toml: [remote].url must be a gs://, s3:// or file:// URL, got 'ftp://host/cache'"),
+    ('[remote]\nurl = "/shared/cache"\n', (), "(for a directory: file:///shared/cache)"),
+    ('[remote]\nurl = "shared/cache"\n', (), "[remote].url must be a gs://, s3:// or file:// URL"),
+    ('[remote]\nurl = "gs://"\n', (), "[remote].url: 'gs://' names no bucket"),
+    ('[remote]\nurl = "file://relative/dir"\n', (), "a file:// URL needs an absolute path"),
+    ('[remote]\nurl = "gs://b/c"\ntimeout = -1\n', (), "WORKSPACE.toml: [remote].timeout must be a positive number of seconds, got -1.0"),
+    ('[remote]\nurl = "gs://b/c"\nmax_failures = 0\n', (), "WORKSPACE.toml: [remote].max_failures must be at least 1, got 0"),
+    ('[fray]\nbackend = "iris"\n', (), 'WORKSPACE.toml: [fray].backend = "iris" needs [fray].controller'),
+    ("", ("--fray", "iris"), "--fray iris needs [fray].controller in WORKSPACE.toml"),
+    ("", ("--remote-cache", "ftp://host/cache"), "--remote-cache must be a gs://, s3:// or file:// URL, got 'ftp://host/cache'"),
+], ids=["ftp", "absolute-path", "relative-path", "no-bucket", "relative-file-url", "timeout", "max-failures", "iris-setting", "iris-flag", "flag-url"])
+def test_bad_remote_and_fray_settings_are_one_error_line(ws, settings, args, expected):
+    ws.build_file("p", 'step(name="a", text="A")\n')
+    ws.write("WORKSPACE.toml", settings)
+    proc = ws.mbuild("build", *args, "//p:a")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and expected in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (ws.root / "mbuild-out").exists()  # nothing ran
+
+
+def test_uploading_to_a_read_only_remote_warns_once_why(ws, tmp_path):
+    """--remote-upload onto a remote this client may not write (a read-only mount): one warning
+    saying uploads fail and why, the build succeeds, reads still hit, nothing is written."""
+    from servers import read_only
+
+    url = (tmp_path / "shared").as_uri()
+    first, second = two_clones(ws, tmp_path, url, {}, CHAIN)
+    mbuild(first, "//p:a")
+    (second / "p/BUILD.py").write_text((second / "p/BUILD.py").read_text().replace('text="B"', 'text="B2"'))
+    shared = Path(url[len("file://"):])
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in shared.rglob("*"))
+    with read_only(shared):
+        events, proc = mbuild(second, "--remote-upload", "-j", "2", "//p:c")
+    assert statuses(events) == {"//p:a": "cache_hit", "//p:b": "ran", "//p:c": "ran"}
+    assert next(e for e in events if e["label"] == "//p:a")["source"] == "remote"
+    assert proc.stderr.count("warning: remote cache uploads refused") == 1, proc.stderr
+    assert "Read-only file system" in proc.stderr or "Permission denied" in proc.stderr
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in shared.rglob("*")) == before
+    assert events[-1]["summary"]["uploads"] == 0

@@ -876,39 +876,17 @@ def test_a_black_hole_opens_the_breaker_within_the_deadlines(kind, buckets, gcs_
 # --- refused writes, healing, and health shared between stores -----------------------------------------
 
 
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """make(path): `path` becomes read-only for real: a read-only bind mount as root (root ignores
-    file modes), the write bits dropped otherwise."""
-    mounted: list[Path] = []
-
-    def make(path: Path) -> None:
-        if os.geteuid() == 0:
-            done = subprocess.run(["mount", "--bind", "-o", "ro", str(path), str(path)], capture_output=True, text=True)
-            if done.returncode != 0:
-                pytest.skip(f"cannot make a read-only mount here: {done.stderr.strip()}")
-            mounted.append(path)
-        else:
-            for p in [path, *path.rglob("*")]:
-                if p.is_dir():
-                    p.chmod(0o555)
-
-    yield make
-    for path in mounted:
-        subprocess.run(["umount", str(path)], check=True)
-
-
-def test_writes_refused_by_a_read_only_remote_warn_once_and_reads_go_on(remote_of, tmp_path, read_only_dir):
+def test_writes_refused_by_a_read_only_remote_warn_once_and_reads_go_on(remote_of, tmp_path):
     remote = remote_of("file")
     cas, k, result = _published(remote, tmp_path)
-    read_only_dir(Path(remote.root))
-    store, warnings = remote.store()
-    for i in range(3):
-        assert store.publish(cas, key(), make_result(cas, n=1, seed=f"ro{i}")) is False
-    assert len(warnings) == 1 and "uploads refused" in warnings[0]
-    assert "Read-only file system" in warnings[0] or "Permission denied" in warnings[0]
-    assert not store.may_upload and store.available and store.stats.errors == 0
-    assert store.lookup([k]) == {k: result}  # reads go on
+    with servers.read_only(Path(remote.root)):
+        store, warnings = remote.store()
+        for i in range(3):
+            assert store.publish(cas, key(), make_result(cas, n=1, seed=f"ro{i}")) is False
+        assert len(warnings) == 1 and "uploads refused" in warnings[0]
+        assert "Read-only file system" in warnings[0] or "Permission denied" in warnings[0]
+        assert not store.may_upload and store.available and store.stats.errors == 0
+        assert store.lookup([k]) == {k: result}  # reads go on
 
 
 def test_a_corrupt_blob_is_replaced_by_the_next_verified_upload(remote, tmp_path):
