@@ -272,30 +272,30 @@ def long_chain(n: int) -> str:
 
 @pytest.mark.parametrize("upload", ["--remote-upload", "--no-remote-upload"])
 def test_an_outage_costs_seconds_not_minutes(ws, tmp_path, gcs_server, upload):
-    """A remote at an address that accepts connections and never answers: the build (five actions
-    in a chain, two workers) takes at most max_failures deadlines more than the same build against
-    a healthy remote, and says so once, in both modes. (With a breaker per process, every worker
-    paid again; each action took several deadlines.)"""
+    """A remote at an address that accepts connections and never answers: the build (two actions in
+    a chain, two workers) takes at most max_failures deadlines more than the same build against a
+    healthy remote, and says so once, in both modes. (With a breaker per process, each action paid
+    several deadlines, and without uploads no process saw enough failures to say anything.)"""
     from servers import black_hole
 
     timeout = 2.0
-    ws.build_file("p", long_chain(5))
+    ws.build_file("p", long_chain(2))
     baseline_clone = tmp_path / "baseline"
     shutil.copytree(ws.root, baseline_clone)
     bucket = gcs_server.make_bucket(f"outage-{upload[2:4]}-{os.getpid() % 10000}")
     (baseline_clone / "WORKSPACE.toml").write_text(remote_toml(f"{bucket}/c", gcs_server.storage_options, timeout=timeout))
     started = time.monotonic()
-    mbuild(baseline_clone, "-j", "2", upload, "//p:s4")
+    mbuild(baseline_clone, "-j", "2", upload, "//p:s1")
     baseline = time.monotonic() - started  # the same processes and client imports, with a remote that answers
     hole = black_hole()
     try:
         ws.write("WORKSPACE.toml", remote_toml("gs://some-bucket/c", {"endpoint_url": hole.endpoint, "token": "anon"}, timeout=timeout))
         started = time.monotonic()
-        events, proc = mbuild(ws.root, "-j", "2", upload, "//p:s4")
+        events, proc = mbuild(ws.root, "-j", "2", upload, "//p:s1")
         elapsed = time.monotonic() - started
     finally:
         hole.close()
-    assert ran(events) == {f"//p:s{i}" for i in range(5)}
+    assert ran(events) == {"//p:s0", "//p:s1"}
     assert proc.stderr.count("warning: remote cache unreachable") == 1, proc.stderr
     assert elapsed < baseline + 3 * timeout + 8, (elapsed, baseline, proc.stderr)
 
