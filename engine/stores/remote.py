@@ -95,6 +95,8 @@ MIN_RATE = 1 << 20
 # A record lists every output file (~100 bytes plus its path each): 100,000 files with 200-character
 # paths come to about 30 MB; the returned value is under 1 MiB.
 MAX_RECORD = 64 << 20
+# Records larger than this are parsed on a worker thread, not on the event loop.
+PARSE_INLINE_MAX = 1 << 20
 # Setting up a client (credentials, sessions) gets the request timeout, but never less than this.
 CONNECT_MIN = 2.0
 # missing_blobs may list prefix directories (one page each) instead of asking object by object
@@ -678,7 +680,11 @@ class RemoteStore:
     async def _get_results(self, keys: list[str]) -> dict[str, ActionResult]:
         async def one(key: str):
             try:
-                result = parse_record(await self._read_record(key))
+                record = await self._read_record(key)
+                if len(record) > PARSE_INLINE_MAX:  # parsing a big one must not hold up the loop
+                    result = await asyncio.get_running_loop().run_in_executor(None, parse_record, record)
+                else:
+                    result = parse_record(record)
             except (_Missing, _Failed):
                 return None
             except (_Corrupt, CacheCorruptError) as exc:
