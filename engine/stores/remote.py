@@ -1076,7 +1076,7 @@ def _refused(exc: BaseException) -> bool:
 
 
 def _refused_message(reason: str) -> str:
-    return f"remote cache uploads refused: {reason}; uploading nothing more (reads go on; --no-remote-upload says so up front)"
+    return f"remote cache uploads refused: {reason}; no more uploads in this build (reads go on; --no-remote-upload does not try)"
 
 
 def _answers(loop: asyncio.AbstractEventLoop, timeout: float) -> bool:
