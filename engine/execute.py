@@ -228,27 +228,27 @@ class ActionSlot:
         return self.leases.lease(self.spec.key, note=self.spec.label)
 
 
-_remotes: dict[tuple[str, str], RemoteStore] = {}
+_remotes: dict[str, tuple[str, RemoteStore]] = {}  # remote config -> (build, its client)
 _remote_warnings: list[str] = []
 
 
 def open_remote(config: ExecConfig) -> RemoteStore | None:
-    """This process's client of the remote cache (one per configuration and build), or None. With
-    a build id, its breaker, refused uploads and corrupt objects are shared with the build's other
-    processes through the local cache's database."""
+    """This process's client of the remote cache (one per configuration, made anew for each build),
+    or None. With a build id, its breaker, refused uploads and corrupt objects are shared with the
+    build's other processes through the local cache's database."""
     if config.remote is None:
         return None
-    key = (repr(config.remote), config.build)
-    store = _remotes.get(key)
-    if store is None:
+    key = repr(config.remote)
+    found = _remotes.get(key)
+    if found is None or found[0] != config.build:
         from .stores.remote import RemoteStore
 
         with _open_lock:
-            store = _remotes.get(key)
-            if store is None:
+            found = _remotes.get(key)
+            if found is None or found[0] != config.build:
                 health = open_stores(config.cache_dir)[1].remote_health(config.remote.url, config.build) if config.build else None
-                store = _remotes[key] = RemoteStore(config.remote, on_warning=_remote_warnings.append, on_progress=TransferProgress(), health=health)
-    return store
+                found = _remotes[key] = (config.build, RemoteStore(config.remote, on_warning=_remote_warnings.append, on_progress=TransferProgress(), health=health))
+    return found[1]
 
 
 def ensure_tree(result: ActionResult, cas: LocalCAS, remote: RemoteStore | None) -> tuple[Path, int]:
@@ -263,7 +263,7 @@ def ensure_tree(result: ActionResult, cas: LocalCAS, remote: RemoteStore | None)
     return trees.ensure(result, cas), fetched
 
 
-_lease_stores: dict[tuple, LeaseStore] = {}
+_lease_stores: dict[tuple, tuple[str, LeaseStore]] = {}  # -> (build, store)
 
 
 def lease_store(config: ExecConfig, local: bool = False) -> LeaseStore:
@@ -271,14 +271,15 @@ def lease_store(config: ExecConfig, local: bool = False) -> LeaseStore:
     one is configured (unless `local`), else records in the local cache's database. Remote lease
     objects go through the remote cache's client (its filesystem, its breaker: see _GuardedLease)."""
     remote_leases = bool(config.leases) and not local
-    key = (config.leases if remote_leases else "", config.cache_dir, config.lease_ttl, repr(sorted(config.storage_options.items())), config.build if remote_leases else "")
+    key = (config.leases if remote_leases else "", config.cache_dir, config.lease_ttl, repr(sorted(config.storage_options.items())))
+    build = config.build if remote_leases else ""  # remote ones go through the build's client
     store = _lease_stores.get(key)
-    if store is not None:
-        return store
+    if store is not None and store[0] == build:
+        return store[1]
     with _open_lock:
         store = _lease_stores.get(key)
-        if store is not None:
-            return store
+        if store is not None and store[0] == build:
+            return store[1]
         if remote_leases:
             remote = open_remote(config)
             timeout = config.remote.timeout if config.remote else None
@@ -290,7 +291,7 @@ def lease_store(config: ExecConfig, local: bool = False) -> LeaseStore:
         else:
             _, db = open_stores(config.cache_dir)
             store = LeaseStore(f"{config.cache_dir}#leases", db.lease_object, ttl=config.lease_ttl, margin=default_margin(config.lease_ttl), pid_check=True)
-        _lease_stores[key] = store
+        _lease_stores[key] = (build, store)
     return store
 
 
