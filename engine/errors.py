@@ -77,6 +77,19 @@ class CacheCorruptError(MbuildError):
     """A cache entry or blob failed verification. Callers treat it as a miss, never as a result."""
 
 
+class RecordKeyMismatch(CacheCorruptError):
+    """A result record stored under one key answers another (copied or swapped): a miss, with a warning."""
+
+    def __init__(self, key: str, named: str):
+        self.key = key
+        self.named = named
+        super().__init__(f"the record stored under {key} answers another action ({named}); ignored")
+
+
+class StaleRecordFormat(CacheCorruptError):
+    """A record written by an older mbuild, before records named their key: a quiet miss."""
+
+
 class BlobUnavailableError(CacheCorruptError):
     """A blob an action result names is missing or does not match its digest."""
 

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from . import faults
+from .digests import digest_file
 from .events import TransferProgress
 from .errors import BlobUnavailableError
 from .labels import Label
@@ -219,7 +220,7 @@ class ActionSlot:
         if self.result is None and self.remote is not None:
             self.result = self.remote.lookup([self.spec.key]).get(self.spec.key)
             if self.result is not None:
-                self.db.put_result(self.spec.key, self.result.to_record())
+                self.db.put_result(self.spec.key, self.result)
                 self.remote_hit = True
         return self.result is not None
 
@@ -246,16 +247,16 @@ def open_remote(config: ExecConfig) -> RemoteStore | None:
     return store
 
 
-def ensure_tree(result: ActionResult, cas: LocalCAS, remote: RemoteStore | None) -> tuple[Path, int]:
-    """(the verified local tree of `result`, bytes fetched): blobs missing or corrupt locally come
+def ensure_tree(result: ActionResult, cas: LocalCAS, remote: RemoteStore | None, db: LocalDB | None = None) -> tuple[Path, int]:
+    """(the checked local tree of `result`, bytes fetched): blobs missing or corrupt locally come
     from the remote cache (verified before use); BlobUnavailableError if neither has them."""
     try:
-        return trees.ensure(result, cas), 0
+        return trees.ensure(result, cas, db), 0
     except BlobUnavailableError:
         if remote is None:
             raise
     fetched = remote.fetch_blobs(cas, [(f.digest, f.size) for f in result.files if not cas.has(f.digest)])
-    return trees.ensure(result, cas), fetched
+    return trees.ensure(result, cas, db), fetched
 
 
 _lease_stores: dict[tuple, LeaseStore] = {}
@@ -339,7 +340,7 @@ def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, r
     scratch = _scratch_for(cache)
     scratch.reset()
     try:
-        paths, fetched = _stage_inputs(spec, cas, remote, Path(config.workspace_root))
+        paths, fetched, guard = _stage_inputs(spec, cas, db, remote, Path(config.workspace_root))
     except _InputGone as gone:
         return InputUnavailable(gone.label, gone.reason)
     faults.point("running")
@@ -357,6 +358,18 @@ def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, r
             failure = exc
         else:
             failure = None
+    changed = guard.changed()
+    if changed is not None:
+        guard.drop_damaged(cas)
+        label, path = changed
+        print(f"mbuild: input {label} changed while the action ran: {path}", file=sys.stderr, flush=True)
+        log_path = _keep_log(scratch.log, cache, spec.key, log.size(), force=True)
+        return _failed(
+            db, spec,
+            f"input {label} changed while the action ran ({path}): actions must not write to their inputs: "
+            "write outputs under ctx.out and scratch files under ctx.tmp; its cached copy was dropped",
+            _tail(Path(log_path)), log_path,
+        )
     log_path = _keep_log(scratch.log, cache, spec.key, log.size(), force=failure is not None)
     if failure is not None:
         return _failed(db, spec, _first_lines(failure), _tail(Path(log_path)), log_path)
@@ -368,7 +381,7 @@ def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, r
     trees.adopt(scratch.out, result, cas)
     faults.point("writing-result")
     heartbeat.check()  # fencing: publish only while the lease is still ours (raises LeaseLost)
-    db.put_result(spec.key, result.to_record())
+    db.put_result(spec.key, result)
     db.clear_failure(spec.key)
     uploaded = 0
     if remote is not None and remote.config.upload:
@@ -398,9 +411,10 @@ def _keep_log(scratch_log: Path, cache: Path, key: str, size: int, force: bool) 
     return str(dest)
 
 
-def _stage_inputs(spec: ActionSpec, cas: LocalCAS, remote: RemoteStore | None, root: Path) -> tuple[dict[str, Path], int]:
-    """(local paths for every input, bytes fetched): source files in place, output trees from the
-    tree cache (verified), fetched from the remote cache when they are not here."""
+def _stage_inputs(spec: ActionSpec, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, root: Path) -> tuple[dict[str, Path], int, InputGuard]:
+    """(local paths for every input, bytes fetched, the guard that sees whether they changed):
+    source files in place, output trees from the tree cache (checked), fetched from the remote
+    cache when they are not here."""
     paths: dict[str, Path] = {}
     fetched = 0
     for label, inp in spec.inputs.items():
@@ -408,11 +422,86 @@ def _stage_inputs(spec: ActionSpec, cas: LocalCAS, remote: RemoteStore | None, r
             paths[label] = root / inp.relpath
             continue
         try:
-            paths[label], n = ensure_tree(inp.result, cas, remote)
+            paths[label], n = ensure_tree(inp.result, cas, remote, db)
         except BlobUnavailableError as exc:
             raise _InputGone(label, str(exc)) from None
         fetched += n
-    return paths, fetched
+    return paths, fetched, InputGuard.snapshot(spec, paths)
+
+
+@dataclass
+class _Watched:
+    label: str
+    path: str
+    inp: Input
+    before: list[int] | None
+
+
+class InputGuard:
+    """What an action's inputs looked like when it started, to tell afterwards whether it (or anything
+    else) wrote to them: one lstat per entry before and after; a changed or racy entry is hashed
+    again and compared with the recorded digest, so a byte that differs is always noticed."""
+
+    def __init__(self, watched: list[_Watched], started_ns: int):
+        self.watched, self.started_ns = watched, started_ns
+        self.damaged: list[_Watched] = []
+
+    @staticmethod
+    def snapshot(spec: ActionSpec, paths: dict[str, Path]) -> InputGuard:
+        now = time.time_ns()
+        watched = []
+        for label, inp in spec.inputs.items():
+            path = str(paths[label])
+            before = trees.stamps(path, inp.result) if inp.result is not None else _file_stamp(path)
+            watched.append(_Watched(label, path, inp, before))
+        return InputGuard(watched, now)
+
+    def changed(self) -> tuple[str, str] | None:
+        """(label, path) of the first input whose bytes or entries changed since the snapshot."""
+        first = None
+        for w in self.watched:
+            where = self._difference(w)
+            if where is not None:
+                self.damaged.append(w)
+                first = first or (w.label, where)
+        return first
+
+    def _difference(self, w: _Watched) -> str | None:
+        if w.inp.result is None:  # a source file of the workspace
+            now = _file_stamp(w.path)
+            if now == w.before and now is not None and not trees.racy(now, self.started_ns):
+                return None
+            try:
+                digest, _ = digest_file(w.path)
+            except OSError:
+                return w.inp.relpath
+            return None if digest == w.inp.digest else w.inp.relpath
+        now = trees.stamps(w.path, w.inp.result)
+        if now == w.before and now is not None and not trees.racy(now, self.started_ns):
+            return None
+        rel = trees.first_difference(Path(w.path), w.inp.result)
+        return rel
+
+    def drop_damaged(self, cas: LocalCAS) -> None:
+        """Move damaged input trees aside and drop corrupt blobs (a shared inode is damaged too), so
+        the producer reruns the next time its output is needed."""
+        for w in self.damaged:
+            if w.inp.result is None:
+                continue
+            trees.discard(Path(w.path))
+            for f in w.inp.result.files:
+                try:
+                    cas.verify(f.digest, f.size)
+                except BlobUnavailableError:
+                    pass
+
+
+def _file_stamp(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode]
 
 
 class _InputGone(Exception):

@@ -1,8 +1,9 @@
 """Materialising outputs of requested targets: one stable path per target under the outputs dir.
 
 `mbuild-out/<package>/<name>` is a symbolic link to the target's tree in the tree cache (like
-Bazel's `bazel-bin`): placing or checking it is one `readlink`, whatever the outputs' size. The
-tree is verified against its manifest whenever the link has to change.
+Bazel's `bazel-bin`): placing it is one `readlink` when it is in place already. Its tree is
+checked on every build, by one `lstat` per entry against the stamps recorded when its bytes last
+hashed right (stores/trees.py): a byte changed through the link, by any program, is noticed.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from .stores import trees
 from .stores.cas import LocalCAS
 
 if TYPE_CHECKING:
+    from .stores.localdb import LocalDB
     from .stores.remote import RemoteStore
 from .workspace import BUILD_FILE, Workspace
 
 
 class Materializer:
-    def __init__(self, workspace: Workspace, cas: LocalCAS, remote: RemoteStore | None = None):
+    def __init__(self, workspace: Workspace, cas: LocalCAS, remote: RemoteStore | None = None, db: LocalDB | None = None):
         self.ws = workspace
         self.cas = cas
+        self.db = db
         self.remote = remote
         self.outputs = str(workspace.outputs_dir)
         self.root = str(workspace.root)
@@ -54,7 +57,7 @@ class Materializer:
         tree = self.trees + result.tree
         target = self._prefix(parent) + result.tree
         try:
-            if os.readlink(dest) == target and os.path.isdir(tree):
+            if os.readlink(dest) == target and trees.check(Path(tree), result, self.db):
                 return Path(dest), 0
         except OSError:
             pass
@@ -63,7 +66,7 @@ class Materializer:
                 f"cannot materialise {label} at {self.ws.relpath(Path(dest))}: package "
                 f"//{label.package}/{label.name} has the same output path; rename the target"
             )
-        _, fetched = ensure_tree(result, self.cas, self.remote)
+        _, fetched = ensure_tree(result, self.cas, self.remote, self.db)
         self._ensure_outputs_dir()
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".{os.path.basename(dest)}.tmp-{uuid.uuid4().hex[:8]}")

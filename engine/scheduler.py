@@ -144,7 +144,7 @@ class Scheduler:
         os.environ["MBUILD_BUILDER_PID"] = str(os.getpid())  # what fault injection (crash tests) kills
         self.events = EventsFile(options.events)
         self.outputs: dict[Label, Path] = {}
-        self.materializer = Materializer(workspace, self.cas, self.remote)
+        self.materializer = Materializer(workspace, self.cas, self.remote, self.db)
         self.actions = sum(isinstance(n, Target) for n in graph.order)
         self.finished = 0
         self.env_values = os.environ
@@ -247,7 +247,7 @@ class Scheduler:
             if result is None:
                 self._miss(i)
                 continue
-            self.db.put_result(st.key, result.to_record())
+            self.db.put_result(st.key, result)
             st.result, st.digest, st.source = result, result.tree, "remote"
             self._settle(i, State.HIT)
 
@@ -313,7 +313,7 @@ class Scheduler:
         if self.remote is not None:
             hit = self.remote.lookup([key]).get(key)
             if hit is not None:
-                db.put_result(key, hit.to_record())
+                db.put_result(key, hit)
                 return hit
         return None
 

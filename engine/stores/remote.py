@@ -51,7 +51,7 @@ from typing import Any
 import xxhash
 
 from ..digests import digest_bytes, is_digest
-from ..errors import BlobUnavailableError, CacheCorruptError
+from ..errors import BlobUnavailableError, CacheCorruptError, RecordKeyMismatch
 from ..results import ActionResult
 from .cas import LocalCAS
 
@@ -121,12 +121,12 @@ class RemoteBlobsUnavailableError(BlobUnavailableError):
         self.args = (f"{len(self.problems)} blob(s) unavailable from the remote cache: {shown}{more}",)
 
 
-def parse_record(record: bytes) -> ActionResult:
+def parse_record(record: bytes, key: str) -> ActionResult:
     """A result record from elsewhere: size bounded, checksum checked, content validated, tree digest
     recomputed. Raises CacheCorruptError on anything unexpected."""
     if len(record) > MAX_RECORD:
         raise CacheCorruptError(f"action result record is {len(record)} bytes (more than {MAX_RECORD})")
-    return ActionResult.from_record(record, check_tree=True)
+    return ActionResult.from_record(record, key, check_tree=True)
 
 
 # --- internal outcomes of one request ------------------------------------------------------------
@@ -409,7 +409,10 @@ class RemoteStore:
                 return None
             self.stats.bytes_down += len(record)
             try:
-                result = parse_record(record)
+                result = parse_record(record, key)
+            except RecordKeyMismatch as exc:
+                self._corrupt(f"remote cache: ac/{key} holds the record of another action ({exc.named}): copied or swapped by hand? ignored (a miss)")
+                return None
             except CacheCorruptError as exc:
                 self._corrupt(f"remote cache: action result {key} is corrupt ({exc}); ignored (a miss)")
                 return None
@@ -420,7 +423,7 @@ class RemoteStore:
         return dict(item for item in found if item is not None)
 
     async def _put_result(self, key: str, result: ActionResult) -> bool:
-        record = result.to_record()
+        record = result.to_record(key)
         try:
             await self._call(
                 f"creating ac/{key}", lambda: self._backend.create(self._ac(key), record),
