@@ -22,7 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from . import faults
+from . import faults, sandbox
 from .digests import digest_file
 from .events import TransferProgress
 from .errors import BlobUnavailableError
@@ -292,13 +292,14 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
     action runs under its lease, renewed by a heartbeat, and is published only if the lease is
     still ours at that moment. A lost lease stops the action (the worker process exits, status 75).
     """
+    box = sandbox.for_actions() if not config.in_process else sandbox.Sandbox(False, "runs on a thread of the driver")
     cas, db = open_stores(config.cache_dir)
     remote = open_remote(config)
     local_leases = _remote_leases_down or remote is None or not remote.available
     requests_before = remote.stats.requests if remote is not None else 0
     slot = ActionSlot(spec, db, lease_store(config, local=local_leases), remote if spec.trust_cache else None)
     try:
-        outcome = _single_flight(spec, config, cas, db, remote, slot)
+        outcome = _single_flight(spec, config, cas, db, remote, slot, box)
     except StepAlreadyDone:
         outcome = Ran(slot.result, "", hit=True, remote_hit=slot.remote_hit)
     except LeaseBusy as busy:
@@ -315,11 +316,11 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
 _remote_leases_down = False
 
 
-def _single_flight(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, slot: ActionSlot) -> Outcome:
+def _single_flight(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, slot: ActionSlot, box: sandbox.Sandbox) -> Outcome:
     """single_flight over the slot; if the remote lease store fails before the action starts (the
     remote cache is an accelerator, never a dependency), fall back to local leases for good."""
     global _remote_leases_down
-    work = lambda hb: _execute(spec, config, cas, db, remote, hb)  # noqa: E731
+    work = lambda hb: _execute(spec, config, cas, db, remote, hb, box)  # noqa: E731
     try:
         return single_flight(slot, work, renew=config.lease_renew, wait=False)
     except (StepAlreadyDone, LeaseBusy, LeaseLost):
@@ -333,7 +334,7 @@ def _single_flight(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: Loca
         return single_flight(slot, work, renew=config.lease_renew, wait=False)
 
 
-def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, heartbeat: Heartbeat) -> Outcome:
+def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, heartbeat: Heartbeat, box: sandbox.Sandbox) -> Outcome:
     """Stage inputs, run the rule, check and store its outputs, publish (if the lease is still ours)."""
     faults.point("acquired")
     cache = Path(config.cache_dir)
@@ -345,7 +346,8 @@ def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, r
         return InputUnavailable(gone.label, gone.reason)
     faults.point("running")
     started = time.time()
-    with _output_to(scratch.log, config.capture_output) as log, stop_on_loss(heartbeat, "interrupt" if config.in_process else "exit"):
+    protected = [str(paths[label]) for label in spec.inputs]
+    with _output_to(scratch.log, config.capture_output) as log, stop_on_loss(heartbeat, "interrupt" if config.in_process else "exit"), box.read_only(protected):
         try:
             value = _invoke(spec, paths, scratch.out, scratch.tmp)
             _check_declared(spec.outputs, scratch.out)
@@ -361,13 +363,15 @@ def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, r
     changed = guard.changed()
     if changed is not None:
         guard.drop_damaged(cas)
-        label, path = changed
-        print(f"mbuild: input {label} changed while the action ran: {path}", file=sys.stderr, flush=True)
+        label, path, source = changed
+        what = (
+            f"the workspace file {path} changed while the action ran" if source
+            else f"input {label} changed while the action ran ({path}); its damaged copy was dropped and is rebuilt when needed"
+        )
+        print(f"mbuild: {what}", file=sys.stderr, flush=True)
         log_path = _keep_log(scratch.log, cache, spec.key, log.size(), force=True)
         return _failed(
-            db, spec,
-            f"input {label} changed while the action ran ({path}): actions must not write to their inputs: "
-            "write outputs under ctx.out and scratch files under ctx.tmp; its cached copy was dropped",
+            db, spec, f"{what}: actions must not write to their inputs (write outputs under ctx.out, scratch files under ctx.tmp)",
             _tail(Path(log_path)), log_path,
         )
     log_path = _keep_log(scratch.log, cache, spec.key, log.size(), force=failure is not None)
@@ -456,14 +460,15 @@ class InputGuard:
             watched.append(_Watched(label, path, inp, before))
         return InputGuard(watched, now)
 
-    def changed(self) -> tuple[str, str] | None:
-        """(label, path) of the first input whose bytes or entries changed since the snapshot."""
+    def changed(self) -> tuple[str, str, bool] | None:
+        """(label, path, is a source file) of the first input whose bytes or entries changed since
+        the snapshot."""
         first = None
         for w in self.watched:
             where = self._difference(w)
             if where is not None:
                 self.damaged.append(w)
-                first = first or (w.label, where)
+                first = first or (w.label, where, w.inp.result is None)
         return first
 
     def _difference(self, w: _Watched) -> str | None:

@@ -121,7 +121,10 @@ class Scheduler:
         self.pool: WorkerPool | None = None
         self.fray: Any = None  # the FrayExecutor, made when the first remote-tagged action runs
         self.cas, self.db = open_stores(str(workspace.cache_dir))
-        _ensure_gitignored(workspace.cache_dir)
+        if self.db.read_only:
+            self.console.error(f"warning: the local cache {workspace.relpath(workspace.cache_dir)} is read-only: cached results are served, nothing new is recorded")
+        else:
+            _ensure_gitignored(workspace.cache_dir)
         self.codeprinter = CodePrinter(workspace.root)
         self.remote_config = remote_config(workspace, options)
         self.remote = None
@@ -262,6 +265,9 @@ class Scheduler:
             st.holder = lease_store(self.exec_config).holder(st.key)
             st.failed_before = self.db.get_failure(st.key)
             self._resolved(i)
+            return
+        if self.db.read_only:
+            self._fail(i, f"cannot run it: the local cache {self.ws.relpath(self.ws.cache_dir)} is read-only (only cached results can be served)", "", None)
             return
         if not self.options.retry_failed and (before := self.db.get_failure(st.key)) is not None:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(before.get("at", 0)))

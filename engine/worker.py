@@ -13,6 +13,7 @@ import sys
 import traceback
 from multiprocessing.connection import Connection
 
+from . import sandbox
 from .events import quiet_storage_logs
 
 
@@ -33,6 +34,7 @@ def _stop(signum, frame) -> None:
 
 def main(fd: int) -> None:
     quiet_storage_logs()
+    sandbox.mark_worker()
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     # The driver stops an action with SIGTERM: unwind (the action's lease is released on the way out).

@@ -13,9 +13,12 @@ serves a wrong result and never bricks the workspace:
   would kill the process with SIGBUS on first touch), whose `db/` is not a directory, or that
   raises a corruption error (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, ...) while in use, is moved aside
   (`db.damaged-<time>`) with one warning and started afresh: the next build reruns or refetches;
-- LMDB itself can abort the process on rare damage it does not check for. A process that dies
-  with the database open leaves a stale reader slot; the next opener that finds one first walks
-  the whole database in a child process, and moves it aside if the child dies or reports damage.
+- LMDB itself can kill the process on rare damage it does not check for (an assertion, or a read
+  past the end of the file). So the whole database is first read through in a child process, and
+  moved aside if the child dies or reports damage, whenever damage is likely: on the first open
+  after the machine restarted (an OS crash is what tears unsynced pages; the boot id is kept in
+  `db/boot_id`), and when a process died with the database open (it leaves a stale reader slot:
+  this heals a database that killed its reader on the previous run).
 A cache directory that cannot be written (a read-only mount, no permission) is opened read-only:
 hits are served, nothing new is recorded, and the caller is told once (`read_only`).
 """
@@ -28,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +80,7 @@ class LocalDB:
 
     def _open(self) -> _Handle:
         problem = _not_a_database_dir(self.directory)
+        fresh = not os.path.exists(self.directory / "data.mdb")
         if problem is None:
             try:
                 handle, stale = self._open_env()
@@ -89,13 +92,16 @@ class LocalDB:
                 problem = f"it could not be opened ({_describe(exc)})"
             else:
                 problem = _truncated(handle.env, self.directory)
-                if problem is None and stale:
+                booted = _boot_id()
+                if problem is None and not fresh and (stale or _recorded_boot(self.directory) != booted):
                     problem = _probe(self.directory)
                 if problem is None:
+                    _record_boot(self.directory, booted)
                     return handle
                 handle.env.close()
         self._move_aside(problem)
         handle, _ = self._open_env()
+        _record_boot(self.directory, _boot_id())
         return handle
 
     def _open_env(self) -> tuple[_Handle, int]:
@@ -153,7 +159,7 @@ class LocalDB:
         if self._warn_fn is not None:
             self._warn_fn(message)
         else:
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            print(f"warning: {message}", file=sys.stderr, flush=True)
 
     def _read(self, table: bytes, fn: Callable[[Any], Any], default: Any = None) -> Any:
         """fn(txn) in a read transaction of `table`, healing a damaged database once."""
@@ -349,6 +355,34 @@ def _srcstat_record(path: str, data: bytes) -> list | None:
     if not isinstance(record, list) or len(record) != 6 or record[5] != _srcstat_check(path, record[:5]):
         return None
     return record[:5]
+
+
+def _boot_id() -> str:
+    """This boot of the machine (Linux), or "" where unknown."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _recorded_boot(directory: Path) -> str | None:
+    try:
+        with open(directory / "boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _record_boot(directory: Path, boot: str) -> None:
+    if _recorded_boot(directory) == boot:
+        return
+    tmp = directory / f".boot_id.{os.getpid()}"
+    try:
+        tmp.write_text(boot + "\n")
+        os.replace(tmp, directory / "boot_id")
+    except OSError:
+        pass  # read-only: the check just runs again next time
 
 
 def _inode(directory: Path) -> int:

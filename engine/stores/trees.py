@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 # Entries changed this recently are hashed again rather than trusted by their stamp: a file system's
 # timestamps may be as coarse as a clock tick (or 2 s on some), so a same-tick change is invisible.
-RACY_NS = 2_000_000_000
+# (MBUILD_RACY_WINDOW_MS changes it: tests set 0 to exercise the stamp path without waiting.)
+RACY_NS = int(float(os.environ.get("MBUILD_RACY_WINDOW_MS", "2000")) * 1_000_000)
 _FIELDS = 5  # per entry: inode, size, mtime_ns, ctime_ns, mode
 
 
