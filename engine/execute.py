@@ -247,11 +247,13 @@ def open_remote(config: ExecConfig) -> RemoteStore | None:
     return store
 
 
-def ensure_tree(result: ActionResult, cas: LocalCAS, remote: RemoteStore | None, db: LocalDB | None = None) -> tuple[Path, int]:
+def ensure_tree(
+    result: ActionResult, cas: LocalCAS, remote: RemoteStore | None, db: LocalDB | None = None, on_damage=None
+) -> tuple[Path, int]:
     """(the checked local tree of `result`, bytes fetched): blobs missing or corrupt locally come
     from the remote cache (verified before use); BlobUnavailableError if neither has them."""
     try:
-        return trees.ensure(result, cas, db), 0
+        return trees.ensure(result, cas, db, on_damage), 0
     except BlobUnavailableError:
         if remote is None:
             raise

@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .errors import MbuildError
@@ -28,10 +29,14 @@ from .workspace import BUILD_FILE, Workspace
 
 
 class Materializer:
-    def __init__(self, workspace: Workspace, cas: LocalCAS, remote: RemoteStore | None = None, db: LocalDB | None = None):
+    def __init__(
+        self, workspace: Workspace, cas: LocalCAS, remote: RemoteStore | None = None, db: LocalDB | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ):
         self.ws = workspace
         self.cas = cas
         self.db = db
+        self.on_warning = on_warning
         self.remote = remote
         self.outputs = str(workspace.outputs_dir)
         self.root = str(workspace.root)
@@ -66,7 +71,11 @@ class Materializer:
                 f"cannot materialise {label} at {self.ws.relpath(Path(dest))}: package "
                 f"//{label.package}/{label.name} has the same output path; rename the target"
             )
-        _, fetched = ensure_tree(result, self.cas, self.remote, self.db)
+        def damaged(entry: str) -> None:
+            if self.on_warning is not None:
+                self.on_warning(f"warning: the cached output of {label} was changed on disk ({entry}); restoring it from the verified store")
+
+        _, fetched = ensure_tree(result, self.cas, self.remote, self.db, damaged)
         self._ensure_outputs_dir()
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".{os.path.basename(dest)}.tmp-{uuid.uuid4().hex[:8]}")

@@ -147,7 +147,7 @@ class Scheduler:
         os.environ["MBUILD_BUILDER_PID"] = str(os.getpid())  # what fault injection (crash tests) kills
         self.events = EventsFile(options.events)
         self.outputs: dict[Label, Path] = {}
-        self.materializer = Materializer(workspace, self.cas, self.remote, self.db)
+        self.materializer = Materializer(workspace, self.cas, self.remote, self.db, self.console.line)
         self.actions = sum(isinstance(n, Target) for n in graph.order)
         self.finished = 0
         self.env_values = os.environ

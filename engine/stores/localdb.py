@@ -55,6 +55,10 @@ _DAMAGE = (
 _PROBE_TIMEOUT = 120.0
 
 
+class _Truncated(Exception):
+    """data.mdb is shorter than its header says (found before touching a page)."""
+
+
 class CacheDamaged(MbuildError):
     """The local database stayed unusable after being moved aside and recreated."""
 
@@ -84,16 +88,15 @@ class LocalDB:
         if problem is None:
             try:
                 handle, stale = self._open_env()
-            except lmdb.ReadonlyError:
-                raise
+            except _Truncated as exc:
+                problem = str(exc)
             except (lmdb.Error, OSError) as exc:
                 if _is_permission(exc):
                     return self._open_read_only()
                 problem = f"it could not be opened ({_describe(exc)})"
             else:
-                problem = _truncated(handle.env, self.directory)
                 booted = _boot_id()
-                if problem is None and not fresh and (stale or _recorded_boot(self.directory) != booted):
+                if not fresh and (stale or _recorded_boot(self.directory) != booted):
                     problem = _probe(self.directory)
                 if problem is None:
                     _record_boot(self.directory, booted)
@@ -115,6 +118,9 @@ class LocalDB:
             str(self.directory), map_size=_MAP_SIZE, max_dbs=16, max_readers=1024, readahead=False, sync=False, metasync=False
         )
         try:
+            problem = _truncated(env, self.directory)  # before any page is touched: that would be SIGBUS
+            if problem is not None:
+                raise _Truncated(problem)
             stale = env.reader_check()  # clears slots of processes that died with the database open
             tables = {name: env.open_db(name) for name in _TABLES}
         except BaseException:

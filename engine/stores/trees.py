@@ -23,6 +23,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..digests import digest_file
@@ -61,11 +62,14 @@ def adopt(out: Path, result: ActionResult, cas: LocalCAS) -> None:
         pass  # the same tree exists already (an identical rebuild, or another builder)
 
 
-def ensure(result: ActionResult, cas: LocalCAS, db: LocalDB | None = None) -> Path:
-    """The checked tree of `result`, rebuilt from the CAS if missing or damaged."""
+def ensure(result: ActionResult, cas: LocalCAS, db: LocalDB | None = None, on_damage: Callable[[str], None] | None = None) -> Path:
+    """The checked tree of `result`, rebuilt from the CAS if missing or damaged (`on_damage` hears
+    which entry differed, when a tree was there but wrong)."""
     dest = tree_path(cas, result.tree)
     if check(dest, result, db):
         return dest
+    if on_damage is not None and os.path.lexists(dest):
+        on_damage(first_difference(dest, result) or ".")
     from ..execute import materialize_tree
 
     tmp = dest.parent / f".tmp-{uuid.uuid4().hex}"
