@@ -13,6 +13,7 @@ import sys
 import traceback
 from multiprocessing.connection import Connection
 
+from .errors import StopRequested
 from .events import quiet_storage_logs
 
 
@@ -28,7 +29,7 @@ def _die_with_parent() -> None:
 def _stop(signum, frame) -> None:
     """Unwind once: a second SIGTERM must not interrupt the clean-up (releasing the lease)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sys.exit(128 + signum)
+    raise StopRequested(128 + signum)
 
 
 def main(fd: int) -> None:
@@ -49,7 +50,7 @@ def main(fd: int) -> None:
         fn, args = msg
         try:
             result = fn(*args)
-        except SystemExit:
+        except StopRequested:
             raise  # stopped by the driver
         except BaseException:  # report, don't die: the next task reuses this process
             conn.send(("error", traceback.format_exc()))
