@@ -33,6 +33,7 @@ _RACY_NS = 2_000_000_000
 class LocalDB:
     def __init__(self, directory: Path):
         directory.mkdir(parents=True, exist_ok=True)
+        _allocate_lock_file(directory)
         try:
             self.env = _open(directory)
         except (lmdb.CorruptedError, lmdb.InvalidError, lmdb.VersionMismatchError, lmdb.PageNotFoundError, lmdb.BadChecksumError) as exc:
@@ -40,6 +41,7 @@ class LocalDB:
             os.replace(directory, aside)
             warnings.warn(f"local cache database {directory} could not be opened ({exc}); moved it to {aside} and started a new one")
             directory.mkdir()
+            _allocate_lock_file(directory)
             self.env = _open(directory)
         self.env.reader_check()  # clear reader slots of processes that died
         self.ac = self.env.open_db(b"ac")  # action key -> ActionResult JSON
@@ -153,6 +155,30 @@ class LocalDB:
                 for k, v in fresh.items():
                     txn.put(k, v)
         return digests
+
+
+# Bigger than LMDB's lock file for max_readers=1024 (64 bytes a reader slot plus a header); LMDB
+# keeps a larger file as it is (and allows more readers).
+_LOCK_FILE_BYTES = 128 * 1024
+
+
+def _allocate_lock_file(directory: Path) -> None:
+    """Create LMDB's lock file with every block written, unless it exists. LMDB makes it sparse and
+    writes it through a memory map: on a full disk that is SIGBUS, here it is an OSError (ENOSPC).
+    Made aside and hard-linked into place, so a process already using the file is never disturbed."""
+    lock = directory / "lock.mdb"
+    if lock.exists():
+        return
+    tmp = directory / f"lock.mdb.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(bytes(_LOCK_FILE_BYTES))
+        try:
+            os.link(tmp, lock)
+        except FileExistsError:
+            pass  # another process made it first
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _open(directory: Path) -> lmdb.Environment:
