@@ -88,6 +88,7 @@ class Loader:
         self._packages: dict[str, Package] = {}
         self._sources: dict[Label, SourceFile] = {}
         self._real_dirs: dict[str, str] = {}  # directory -> its real path (for links leaving the workspace)
+        self._root_prefix = os.path.join(str(self.root), "")  # what every real path inside the workspace starts with
         root = str(self.root)
         if root not in sys.path:
             sys.path.insert(0, root)
@@ -209,8 +210,7 @@ class Loader:
         if real_parent is None:
             real_parent = self._real_dirs[parent] = os.path.realpath(parent)
         real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_parent, leaf)
-        root = str(self.root)
-        if real.startswith(root + "/"):
+        if real.startswith(self._root_prefix):
             return
         link = self._outside_link(path)
         where = f"{referrer.label} ({referrer.location}) depends on {label}, but " if referrer else f"{label}: "
@@ -224,7 +224,7 @@ class Loader:
         current = self.root
         for part in path.relative_to(self.root).parts:
             current = current / part
-            if current.is_symlink() and not os.path.realpath(current).startswith(str(self.root) + "/"):
+            if current.is_symlink() and not os.path.realpath(current).startswith(self._root_prefix):
                 return current
         return path
 

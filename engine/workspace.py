@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import uuid
 import tomllib
 import types
 import typing
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 

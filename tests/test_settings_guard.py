@@ -231,6 +231,17 @@ def test_the_longest_allowed_name_builds_and_is_materialised(ws):
     ws.mbuild("//q:all", check=True)
 
 
+def test_a_source_file_whose_path_is_longer_than_a_database_key(ws):
+    deep = "/".join(c * 200 for c in "def") + ".txt"  # 600+ characters: more than LMDB's 511-byte keys
+    path = ws.write(f"p/{deep}", "deep\n")
+    old = time.time() - 60
+    os.utime(path, (old, old))  # old enough for the stat cache to record it
+    ws.build_file("p", f'step(name="x", deps=["{deep}"])\n')
+    assert statuses(ws.build("//p:x")) == {"//p:x": "ran"}
+    assert (ws.root / "mbuild-out/p/x/out.txt").read_text() == "+deep\n"
+    assert statuses(ws.build("//p:x")) == {"//p:x": "cache_hit"}
+
+
 RAISING_RULES = '''
 import sys
 from mbuild import attr, rule

@@ -21,7 +21,7 @@ from pathlib import Path
 import lmdb
 import orjson
 
-from ..digests import digest_file
+from ..digests import digest_bytes, digest_file
 from ..errors import CacheCorruptError
 from ..results import ActionResult
 
@@ -140,7 +140,8 @@ class LocalDB:
             for path in paths:
                 st = os.stat(path)
                 stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-                cached = txn.get(path.encode())
+                key = _path_key(path)
+                cached = txn.get(key)
                 if cached is not None:
                     record = orjson.loads(cached)
                     if record[:4] == stamp:
@@ -149,12 +150,21 @@ class LocalDB:
                 digest, _ = digest_file(path)
                 digests.append(digest)
                 if st.st_mtime_ns < time.time_ns() - _RACY_NS:
-                    fresh[path.encode()] = orjson.dumps([*stamp, digest])
+                    fresh[key] = orjson.dumps([*stamp, digest])
         if fresh:
             with self.env.begin(db=self.srcstat, write=True) as txn:
                 for k, v in fresh.items():
                     txn.put(k, v)
         return digests
+
+
+_MAX_KEY = 511  # LMDB's largest key
+
+
+def _path_key(path: str) -> bytes:
+    """The stat cache's key for a path: the path itself, or its digest when it is too long for LMDB."""
+    key = path.encode()
+    return key if len(key) <= _MAX_KEY else b"#" + digest_bytes(key).encode()
 
 
 # Bigger than LMDB's lock file for max_readers=1024 (64 bytes a reader slot plus a header); LMDB
