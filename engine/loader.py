@@ -41,6 +41,11 @@ class Package:
     build_file: Path
     build_file_rel: str
     targets: dict[str, Target] = field(default_factory=dict)
+    # Names up to this long are certainly short enough (longer ones are checked part by part).
+    name_limit: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name_limit = min(_MAX_NAME_PART, _MAX_LABEL - len(f"//{self.name}:"))
 
     @property
     def directory(self) -> Path:
@@ -55,7 +60,7 @@ class Package:
 
     def add(self, target: Target) -> None:
         name = target.label.name
-        if len(name) > _MAX_NAME_PART or len(name) + len(self.name) + 3 > _MAX_LABEL:
+        if len(name) > self.name_limit:
             _check_length(target.label)
         if name in self.targets:
             first = self.targets[name].location
