@@ -131,7 +131,7 @@ def test_a_path_in_the_outputs_dir_that_mbuild_did_not_make_is_never_replaced(ws
     assert (dest / "out.txt").read_text() == "two"
 
 
-def test_a_target_named_like_an_old_output_link_replaces_only_mbuilds_link(ws):
+def test_mbuilds_own_output_link_is_replaced_when_the_output_changes(ws):
     ws.build_file("p", 'step(name="x", text="one")\n')
     ws.mbuild("//p:x", check=True)
     first = os.readlink(ws.root / "mbuild-out/p/x")
