@@ -7,6 +7,7 @@ that names them is written, so a result is never visible before all of its bytes
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import importlib
 import os
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from . import faults, sandbox
 from .digests import digest_file
 from .events import TransferProgress
-from .errors import BlobUnavailableError
+from .errors import BlobUnavailableError, DiskFullError, StopRequested, disk_full
 from .labels import Label
 from .leases import Heartbeat, Holder, Lease, LeaseLost, LeaseStore, default_margin, open_leases
 from .primitives import LeaseBusy, StepAlreadyDone, single_flight, stop_on_loss
@@ -308,6 +309,10 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
         outcome = Busy(busy.holder)
     except LeaseLost:
         outcome = Busy(slot.leases.holder(spec.key), fenced=True)
+    except Exception as exc:  # staging or publishing hit a full disk: one line, not a worker traceback
+        if not disk_full(exc):
+            raise
+        outcome = Failed(str(DiskFullError.of(exc, config.cache_dir)), "", "")
     if isinstance(outcome, Ran):
         outcome.requests = remote.stats.requests - requests_before if remote is not None else 0
         if _remote_warnings:
@@ -355,10 +360,11 @@ def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, r
             _check_declared(spec.outputs, scratch.out)
         except LeaseLost:
             raise
-        except BaseException as exc:  # the rule's own failure: report it, cache nothing
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            print("".join(traceback.format_exception(exc)), file=sys.stderr, flush=True)
+        except BaseException as exc:  # the rule's own failure (sys.exit and KeyboardInterrupt too): report it, cache nothing
+            if isinstance(exc, StopRequested):
+                raise  # the driver is stopping this worker: unwind, releasing the lease
+            with contextlib.suppress(OSError):  # a full disk must not turn the failure into a crash
+                print("".join(traceback.format_exception(exc)), file=sys.stderr, flush=True)
             failure = exc
         else:
             failure = None
@@ -378,7 +384,7 @@ def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, r
         )
     log_path = _keep_log(scratch.log, cache, spec.key, log.size(), force=failure is not None)
     if failure is not None:
-        return _failed(db, spec, _first_lines(failure), _tail(Path(log_path)), log_path)
+        return _failed(db, spec, _failure_line(failure, scratch.out), _tail(Path(log_path)), log_path)
     faults.point("hashing")
     try:
         result = _collect(scratch.out, cas, value, _meta(spec, started))
@@ -654,6 +660,17 @@ class _output_to:
             os.close(self.saved[1])
         self.log.close()
         return False
+
+
+def _failure_line(exc: BaseException, out: Path) -> str:
+    """What the summary says about a rule's own exception."""
+    if disk_full(exc):
+        return str(DiskFullError.of(exc, str(out)))
+    if isinstance(exc, SystemExit):
+        return f"the rule called sys.exit({exc.code!r}); a rule returns to succeed and raises an exception to fail"
+    if isinstance(exc, KeyboardInterrupt):
+        return "the rule raised KeyboardInterrupt (a Ctrl-C at the terminal stops the whole build instead)"
+    return _first_lines(exc)
 
 
 def _first_lines(exc: BaseException, lines: int = 3) -> str:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .codeprint import CodePrinter
 from .digests import digest_bytes
 from .encoding import encode
-from .errors import BlobUnavailableError, MbuildError
+from .errors import BlobUnavailableError, MbuildError, OutputPathTaken
 from .events import CACHE_HIT, FAILED, RAN, SKIPPED, ActionEvent, Console, EventsFile, Summary, TransferProgress
 from .execute import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran, lease_store, open_stores, run_action
 from .leases import LEASE_LOST_EXIT_CODE, Holder
@@ -36,7 +36,7 @@ from .workers import WorkerDied, WorkerPool
 
 if TYPE_CHECKING:
     from .stores.remote import RemoteConfig
-from .workspace import Workspace
+from .workspace import CACHE_NOTE, Workspace, claim_directory
 
 _MAX_RERUNS = 2  # times an action reruns because a dependency's stored bytes went bad
 _RETRY_FIRST, _RETRY_MAX = 0.1, 5.0  # seconds between looks at an action another builder holds
@@ -120,11 +120,10 @@ class Scheduler:
         self.stopping = False
         self.pool: WorkerPool | None = None
         self.fray: Any = None  # the FrayExecutor, made when the first remote-tagged action runs
+        claim_directory(workspace.cache_dir, CACHE_NOTE)
         self.cas, self.db = open_stores(str(workspace.cache_dir))
         if self.db.read_only:
             self.console.error(f"warning: the local cache {workspace.relpath(workspace.cache_dir)} is read-only: cached results are served, nothing new is recorded")
-        else:
-            _ensure_gitignored(workspace.cache_dir)
         self.codeprinter = CodePrinter(workspace.root)
         self.remote_config = remote_config(workspace, options)
         self.remote = None
@@ -444,6 +443,9 @@ class Scheduler:
                     return
                 st.error = str(exc)
                 state = st.state = State.FAILED
+            except OutputPathTaken as exc:  # something mbuild did not make is in the way: left alone
+                st.error = str(exc)
+                state = st.state = State.FAILED
         self.finished += 1
         self.events.write(
             ActionEvent(
@@ -613,13 +615,6 @@ def _parts_record(node: Target, parts: KeyParts, codeprinter: CodePrinter) -> di
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _ensure_gitignored(cache_dir: Path) -> None:
-    marker = cache_dir / ".gitignore"
-    if not marker.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text("# written by mbuild: the local cache\n*\n")
 
 
 def remote_config(workspace: Workspace, options: BuildOptions) -> RemoteConfig | None:

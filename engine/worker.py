@@ -14,6 +14,7 @@ import traceback
 from multiprocessing.connection import Connection
 
 from . import sandbox
+from .errors import StopRequested
 from .events import quiet_storage_logs
 
 
@@ -29,7 +30,7 @@ def _die_with_parent() -> None:
 def _stop(signum, frame) -> None:
     """Unwind once: a second SIGTERM must not interrupt the clean-up (releasing the lease)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sys.exit(128 + signum)
+    raise StopRequested(128 + signum)
 
 
 def main(fd: int) -> None:
@@ -51,7 +52,7 @@ def main(fd: int) -> None:
         fn, args = msg
         try:
             result = fn(*args)
-        except SystemExit:
+        except StopRequested:
             raise  # stopped by the driver
         except BaseException:  # report, don't die: the next task reuses this process
             conn.send(("error", traceback.format_exc()))

@@ -40,7 +40,7 @@ import lmdb
 import orjson
 
 from ..digests import digest_bytes, digest_file
-from ..errors import CacheCorruptError, MbuildError, StaleRecordFormat
+from ..errors import CacheCorruptError, DiskFullError, MbuildError, StaleRecordFormat, disk_full
 from ..results import ActionResult
 
 _MAP_SIZE = 1 << 40  # address space only; the file grows as needed
@@ -91,6 +91,8 @@ class LocalDB:
             except _Truncated as exc:
                 problem = str(exc)
             except (lmdb.Error, OSError) as exc:
+                if disk_full(exc):
+                    raise
                 if _is_permission(exc):
                     return self._open_read_only()
                 problem = f"it could not be opened ({_describe(exc)})"
@@ -114,6 +116,7 @@ class LocalDB:
             if _is_permission(exc) and self.directory.is_dir():
                 raise lmdb.ReadonlyError(str(exc)) from None
             raise
+        _allocate_lock_file(self.directory)
         env = lmdb.open(
             str(self.directory), map_size=_MAP_SIZE, max_dbs=16, max_readers=1024, readahead=False, sync=False, metasync=False
         )
@@ -197,8 +200,8 @@ class LocalDB:
                 if attempt:
                     raise CacheDamaged(f"local cache database {self.directory} is unusable: {_describe(exc)}") from None
                 self._heal(h, exc)
-            except lmdb.DiskError:
-                raise MbuildError(f"no space left on device: cannot write the local cache in {self.directory}") from None
+            except lmdb.DiskError as exc:
+                raise DiskFullError.of(exc, str(self.directory)) from None
             except lmdb.ReadonlyError:
                 self.read_only = True
                 return default
@@ -213,8 +216,8 @@ class LocalDB:
             return
         try:
             self._h.env.sync(True)
-        except lmdb.DiskError:
-            raise MbuildError(f"no space left on device: cannot write the local cache in {self.directory}") from None
+        except lmdb.DiskError as exc:
+            raise DiskFullError.of(exc, str(self.directory)) from None
 
     @property
     def path(self) -> str:
@@ -328,7 +331,8 @@ class LocalDB:
             for path in paths:
                 st = os.stat(path)
                 stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-                cached = txn.get(path.encode())
+                key = _path_key(path)
+                cached = txn.get(key)
                 if cached is not None:
                     record = _srcstat_record(path, cached)
                     if record is not None and record[:4] == stamp:
@@ -338,7 +342,7 @@ class LocalDB:
                 digests.append(digest)
                 if st.st_mtime_ns < time.time_ns() - _RACY_NS and st.st_ctime_ns < time.time_ns() - _RACY_NS:
                     body = [*stamp, digest]
-                    fresh[path.encode()] = orjson.dumps([*body, _srcstat_check(path, body)])
+                    fresh[key] = orjson.dumps([*body, _srcstat_check(path, body)])
             return digests
 
         fresh.clear()
@@ -361,6 +365,39 @@ def _srcstat_record(path: str, data: bytes) -> list | None:
     if not isinstance(record, list) or len(record) != 6 or record[5] != _srcstat_check(path, record[:5]):
         return None
     return record[:5]
+
+
+_MAX_KEY = 511  # LMDB's largest key
+
+
+def _path_key(path: str) -> bytes:
+    """The stat cache's key for a path: the path itself, or its digest when it is too long for LMDB."""
+    key = path.encode()
+    return key if len(key) <= _MAX_KEY else b"#" + digest_bytes(key).encode()
+
+
+# Bigger than LMDB's lock file for max_readers=1024 (64 bytes a reader slot plus a header); LMDB
+# keeps a larger file as it is (and allows more readers).
+_LOCK_FILE_BYTES = 128 * 1024
+
+
+def _allocate_lock_file(directory: Path) -> None:
+    """Create LMDB's lock file with every block written, unless it exists. LMDB makes it sparse and
+    writes it through a memory map: on a full disk that is SIGBUS, here it is an OSError (ENOSPC).
+    Made aside and hard-linked into place, so a process already using the file is never disturbed."""
+    lock = directory / "lock.mdb"
+    if lock.exists():
+        return
+    tmp = directory / f"lock.mdb.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(bytes(_LOCK_FILE_BYTES))
+        try:
+            os.link(tmp, lock)
+        except FileExistsError:
+            pass  # another process made it first
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _boot_id() -> str:
