@@ -136,7 +136,7 @@ def bench_small(n: int, endpoint: str, work: Path, concurrency: int) -> list[tup
         digest = cas.put_bytes(data)
         blobs.append((digest, len(data), data))
         results[uuid.uuid4().hex] = ActionResult.make([OutputFile(f"out/{i}.bin", digest, len(data))], value={"i": i}, meta={"label": f"//bench:t{i}"})
-    records = {k: r.to_record() for k, r in results.items()}
+    records = {k: r.to_record(k) for k, r in results.items()}
     digests = [d for d, _, _ in blobs]
     print(f"\n(a) {n} blobs of 1-4 KB ({sum(s for _, s, _ in blobs)} bytes) and {n} result records "
           f"({sum(map(len, records.values()))} bytes)")

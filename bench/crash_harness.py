@@ -88,12 +88,10 @@ def audit(cache: Path) -> tuple[int, int]:
 
     db = LocalDB(cache / "db")
     corrupt = checked = 0
-    with db.env.begin(db=db.ac) as txn:
-        records = [bytes(v) for _, v in txn.cursor()]
-    for record in records:
+    for key, record in db.result_records():
         checked += 1
         try:
-            result = ActionResult.from_record(record)
+            result = ActionResult.from_record(record, key)
         except CacheCorruptError:
             corrupt += 1
             continue

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import DiskFullError, MbuildError, disk_full
 from .events import Console
 from .graph import build_graph
 from .labels import Label, parse_pattern
 from .loader import Loader
+from .model import SourceFile
 from .scheduler import BuildOptions, BuildResult, Scheduler
-from .workspace import Workspace, check_fray_backend, load_workspace
+from .workspace import Workspace, check_directories, check_fray_backend, check_jobs, load_workspace
 
 
 def expand_patterns(loader: Loader, patterns: Sequence[str]) -> list[Label]:
@@ -44,10 +46,17 @@ def build(
     `remote_jobs` overrides [fray].remote_jobs.
     """
     ws = workspace if isinstance(workspace, Workspace) else load_workspace(workspace)
+    if isinstance(workspace, Workspace):
+        check_directories(ws)
+    if jobs is not None:
+        check_jobs(jobs, "--jobs")
+    if remote_jobs is not None:
+        check_jobs(remote_jobs, "--remote-jobs", minimum=1)
     check_fray_backend(ws.settings.fray, fray)
     loader = Loader(ws)
     requested = expand_patterns(loader, patterns)
     graph = build_graph(loader, requested)
+    _say_source_files(graph, requested, console)
     options = BuildOptions(
         jobs=jobs or ws.jobs,
         keep_going=ws.settings.build.keep_going if keep_going is None else keep_going,
@@ -59,4 +68,17 @@ def build(
         fray_backend=fray,
         remote_jobs=remote_jobs,
     )
-    return Scheduler(ws, graph, requested, options, console).run()
+    try:
+        return Scheduler(ws, graph, requested, options, console).run()
+    except Exception as exc:  # a full disk under the driver (database, outputs): one line naming the directory
+        if isinstance(exc, MbuildError) or not disk_full(exc):
+            raise
+        raise DiskFullError.of(exc, str(ws.cache_dir)) from None
+
+
+def _say_source_files(graph, requested: Sequence[Label], console: Console | None) -> None:
+    """A requested source file has nothing to build: say so rather than succeed silently."""
+    for label in requested:
+        node = graph.node(label)
+        if isinstance(node, SourceFile):
+            (console or Console()).line(f"{label} is a source file ({node.relpath}), not a rule target: nothing to build for it")

@@ -14,7 +14,7 @@ from .errors import MbuildError
 from .events import Console, quiet_storage_logs
 from .query.command import query
 from .scheduler import State
-from .workspace import load_workspace
+from .workspace import MARKER, is_mbuild_dir, load_workspace
 
 
 def _looks_like_pattern(arg: str) -> bool:
@@ -45,6 +45,9 @@ class _Main(click.Group):
         except MbuildError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C outside a build's run (loading, a query): same status as during one
+            click.echo("\nInterrupted.", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,7 +67,7 @@ def main(directory: str | None) -> None:
 
 @main.command()
 @click.argument("patterns", nargs=-1, required=True)
-@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Local actions at once (default: [build].jobs, else the number of cores).")
+@click.option("-j", "--jobs", type=int, help="Local actions at once, 1 to 256; 0 = the number of cores (default: [build].jobs).")
 @click.option("-k", "--keep-going", is_flag=True, default=None, help="Keep building everything that does not depend on a failure.")
 @click.option("-n", "--dry-run", is_flag=True, help="Show the plan: which actions are cache hits and which would run, and why. Runs nothing.")
 @click.option("--events", type=click.Path(dir_okay=False, path_type=Path), help="Write one JSON line per action and a summary line to FILE.")
@@ -73,7 +76,7 @@ def main(directory: str | None) -> None:
 @click.option("--no-remote", is_flag=True, help="Use no remote cache, whatever WORKSPACE.toml says.")
 @click.option("--remote-upload/--no-remote-upload", default=None, help="Upload results to the remote cache, or only read from it (default: [remote].upload).")
 @click.option("--fray", "fray_backend", type=click.Choice(["local", "iris", "iris-local"]), help="Where remote-tagged actions (those asking for resources) run (default: [fray].backend).")
-@click.option("--remote-jobs", type=click.IntRange(min=1), help="Remote-tagged actions at once (default: [fray].remote_jobs).")
+@click.option("--remote-jobs", type=int, help="Remote-tagged actions at once, 1 to 256 (default: [fray].remote_jobs).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only failures and the summary.")
 def build(patterns, jobs, keep_going, dry_run, events, retry_failed, remote_cache, no_remote, remote_upload, fray_backend, remote_jobs, quiet):
     """Build targets named by labels or patterns (//pkg:name, //pkg:all, //pkg/..., //...)."""
@@ -195,16 +198,36 @@ def status(patterns):
 @main.command()
 @click.option("--outputs-only", is_flag=True, help="Remove materialised outputs but keep the local cache.")
 def clean(outputs_only):
-    """Remove the outputs directory and the local cache (the next build reruns or fetches everything)."""
+    """Remove the outputs directory and the local cache (the next build reruns or fetches everything).
+
+    Only directories mbuild created (holding its marker) are removed."""
     ws = load_workspace()
     targets = [ws.outputs_dir] + ([] if outputs_only else [ws.cache_dir])
     for path in targets:
         path = path.resolve()
         if path == ws.root or path in ws.root.parents or path == Path.home():
             raise MbuildError(f"refusing to remove {path}: it contains the workspace or is your home directory")
-        if path.exists():
-            shutil.rmtree(path)
-            click.echo(f"removed {ws.relpath(path)}")
+        if not path.exists():
+            continue
+        if not is_mbuild_dir(path):
+            click.echo(f"left {ws.relpath(path)} alone: mbuild did not create it (no mbuild {MARKER} in it)", err=True)
+            continue
+        _remove_mbuild_dir(path)
+        click.echo(f"removed {ws.relpath(path)}")
+
+
+def _remove_mbuild_dir(path: Path) -> None:
+    """Remove a directory mbuild made, its marker last: an interrupted clean leaves it still marked as mbuild's."""
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.name == MARKER:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+    os.unlink(path / MARKER)
+    os.rmdir(path)
 
 
 main.add_command(query)

@@ -7,6 +7,7 @@ that names them is written, so a result is never visible before all of its bytes
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import importlib
 import os
@@ -22,9 +23,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from . import faults
+from . import faults, sandbox
+from .digests import digest_file
 from .events import TransferProgress
-from .errors import BlobUnavailableError
+from .errors import BlobUnavailableError, DiskFullError, StopRequested, disk_full
 from .labels import Label
 from .leases import Conflict, Heartbeat, Holder, Lease, LeaseLost, LeaseStore, default_margin, open_leases
 from .primitives import LeaseBusy, StepAlreadyDone, single_flight, stop_on_loss
@@ -220,7 +222,7 @@ class ActionSlot:
         if self.result is None and self.remote is not None:
             self.result = self.remote.lookup([self.spec.key]).get(self.spec.key)
             if self.result is not None:
-                self.db.put_result(self.spec.key, self.result.to_record())
+                self.db.put_result(self.spec.key, self.result)
                 self.remote_hit = True
         return self.result is not None
 
@@ -251,16 +253,18 @@ def open_remote(config: ExecConfig) -> RemoteStore | None:
     return found[1]
 
 
-def ensure_tree(result: ActionResult, cas: LocalCAS, remote: RemoteStore | None) -> tuple[Path, int]:
-    """(the verified local tree of `result`, bytes fetched): blobs missing or corrupt locally come
+def ensure_tree(
+    result: ActionResult, cas: LocalCAS, remote: RemoteStore | None, db: LocalDB | None = None, on_damage=None
+) -> tuple[Path, int]:
+    """(the checked local tree of `result`, bytes fetched): blobs missing or corrupt locally come
     from the remote cache (verified before use); BlobUnavailableError if neither has them."""
     try:
-        return trees.ensure(result, cas), 0
+        return trees.ensure(result, cas, db, on_damage), 0
     except BlobUnavailableError:
         if remote is None:
             raise
     fetched = remote.fetch_blobs(cas, [(f.digest, f.size) for f in result.files if not cas.has(f.digest)])
-    return trees.ensure(result, cas), fetched
+    return trees.ensure(result, cas, db), fetched
 
 
 _lease_stores: dict[tuple, tuple[str, LeaseStore]] = {}  # -> (build, store)
@@ -337,19 +341,24 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
     action runs under its lease, renewed by a heartbeat, and is published only if the lease is
     still ours at that moment. A lost lease stops the action (the worker process exits, status 75).
     """
+    box = sandbox.for_actions() if not config.in_process else sandbox.Sandbox(False, "runs on a thread of the driver")
     cas, db = open_stores(config.cache_dir)
     remote = open_remote(config)
     local_leases = remote is None or not remote.available or not remote.may_upload
     requests_before = remote.stats.requests if remote is not None else 0
     slot = ActionSlot(spec, db, lease_store(config, local=local_leases), remote if spec.trust_cache else None)
     try:
-        outcome = _single_flight(spec, config, cas, db, remote, slot)
+        outcome = _single_flight(spec, config, cas, db, remote, slot, box)
     except StepAlreadyDone:
         outcome = Ran(slot.result, "", hit=True, remote_hit=slot.remote_hit)
     except LeaseBusy as busy:
         outcome = Busy(busy.holder)
     except LeaseLost:
         outcome = Busy(slot.leases.holder(spec.key), fenced=True)
+    except Exception as exc:  # staging or publishing hit a full disk: one line, not a worker traceback
+        if not disk_full(exc):
+            raise
+        outcome = Failed(str(DiskFullError.of(exc, config.cache_dir)), "", "")
     if isinstance(outcome, Ran):
         outcome.requests = remote.stats.requests - requests_before if remote is not None else 0
         if _remote_warnings:
@@ -357,11 +366,11 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
     return outcome
 
 
-def _single_flight(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, slot: ActionSlot) -> Outcome:
+def _single_flight(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, slot: ActionSlot, box: sandbox.Sandbox) -> Outcome:
     """single_flight over the slot; if the remote lease store fails before the action starts (the
     remote cache is an accelerator, never a dependency), this action takes a local lease. The
     failure counted for the remote's breaker: once that opens, every action of the build does."""
-    work = lambda hb: _execute(spec, config, cas, db, remote, hb)  # noqa: E731
+    work = lambda hb: _execute(spec, config, cas, db, remote, hb, box)  # noqa: E731
     try:
         return single_flight(slot, work, renew=config.lease_renew, wait=False)
     except RemoteLeaseError:
@@ -369,34 +378,50 @@ def _single_flight(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: Loca
         return single_flight(slot, work, renew=config.lease_renew, wait=False)
 
 
-def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, heartbeat: Heartbeat) -> Outcome:
+def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, heartbeat: Heartbeat, box: sandbox.Sandbox) -> Outcome:
     """Stage inputs, run the rule, check and store its outputs, publish (if the lease is still ours)."""
     faults.point("acquired")
     cache = Path(config.cache_dir)
     scratch = _scratch_for(cache)
     scratch.reset()
     try:
-        paths, fetched = _stage_inputs(spec, cas, remote, Path(config.workspace_root))
+        paths, fetched, guard = _stage_inputs(spec, cas, db, remote, Path(config.workspace_root))
     except _InputGone as gone:
         return InputUnavailable(gone.label, gone.reason)
     faults.point("running")
     started = time.time()
-    with _output_to(scratch.log, config.capture_output) as log, stop_on_loss(heartbeat, "interrupt" if config.in_process else "exit"):
+    protected = [str(paths[label]) for label in spec.inputs]
+    with _output_to(scratch.log, config.capture_output) as log, stop_on_loss(heartbeat, "interrupt" if config.in_process else "exit"), box.read_only(protected):
         try:
             value = _invoke(spec, paths, scratch.out, scratch.tmp)
             _check_declared(spec.outputs, scratch.out)
         except LeaseLost:
             raise
-        except BaseException as exc:  # the rule's own failure: report it, cache nothing
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            print("".join(traceback.format_exception(exc)), file=sys.stderr, flush=True)
+        except BaseException as exc:  # the rule's own failure (sys.exit and KeyboardInterrupt too): report it, cache nothing
+            if isinstance(exc, StopRequested):
+                raise  # the driver is stopping this worker: unwind, releasing the lease
+            with contextlib.suppress(OSError):  # a full disk must not turn the failure into a crash
+                print("".join(traceback.format_exception(exc)), file=sys.stderr, flush=True)
             failure = exc
         else:
             failure = None
+    changed = guard.changed()
+    if changed is not None:
+        guard.drop_damaged(cas)
+        label, path, source = changed
+        what = (
+            f"the workspace file {path} changed while the action ran" if source
+            else f"input {label} changed while the action ran ({path}); its damaged copy was dropped and is rebuilt when needed"
+        )
+        print(f"mbuild: {what}", file=sys.stderr, flush=True)
+        log_path = _keep_log(scratch.log, cache, spec.key, log.size(), force=True)
+        return _failed(
+            db, spec, f"{what}: actions must not write to their inputs (write outputs under ctx.out, scratch files under ctx.tmp)",
+            _tail(Path(log_path)), log_path,
+        )
     log_path = _keep_log(scratch.log, cache, spec.key, log.size(), force=failure is not None)
     if failure is not None:
-        return _failed(db, spec, _first_lines(failure), _tail(Path(log_path)), log_path)
+        return _failed(db, spec, _failure_line(failure, scratch.out), _tail(Path(log_path)), log_path)
     faults.point("hashing")
     try:
         result = _collect(scratch.out, cas, value, _meta(spec, started))
@@ -405,7 +430,7 @@ def _execute(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, r
     trees.adopt(scratch.out, result, cas)
     faults.point("writing-result")
     heartbeat.check()  # fencing: publish only while the lease is still ours (raises LeaseLost)
-    db.put_result(spec.key, result.to_record())
+    db.put_result(spec.key, result)
     db.clear_failure(spec.key)
     uploaded = 0
     if remote is not None and remote.may_upload:
@@ -435,9 +460,10 @@ def _keep_log(scratch_log: Path, cache: Path, key: str, size: int, force: bool) 
     return str(dest)
 
 
-def _stage_inputs(spec: ActionSpec, cas: LocalCAS, remote: RemoteStore | None, root: Path) -> tuple[dict[str, Path], int]:
-    """(local paths for every input, bytes fetched): source files in place, output trees from the
-    tree cache (verified), fetched from the remote cache when they are not here."""
+def _stage_inputs(spec: ActionSpec, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, root: Path) -> tuple[dict[str, Path], int, InputGuard]:
+    """(local paths for every input, bytes fetched, the guard that sees whether they changed):
+    source files in place, output trees from the tree cache (checked), fetched from the remote
+    cache when they are not here."""
     paths: dict[str, Path] = {}
     fetched = 0
     for label, inp in spec.inputs.items():
@@ -445,11 +471,87 @@ def _stage_inputs(spec: ActionSpec, cas: LocalCAS, remote: RemoteStore | None, r
             paths[label] = root / inp.relpath
             continue
         try:
-            paths[label], n = ensure_tree(inp.result, cas, remote)
+            paths[label], n = ensure_tree(inp.result, cas, remote, db)
         except BlobUnavailableError as exc:
             raise _InputGone(label, str(exc)) from None
         fetched += n
-    return paths, fetched
+    return paths, fetched, InputGuard.snapshot(spec, paths)
+
+
+@dataclass
+class _Watched:
+    label: str
+    path: str
+    inp: Input
+    before: list[int] | None
+
+
+class InputGuard:
+    """What an action's inputs looked like when it started, to tell afterwards whether it (or anything
+    else) wrote to them: one lstat per entry before and after; a changed or racy entry is hashed
+    again and compared with the recorded digest, so a byte that differs is always noticed."""
+
+    def __init__(self, watched: list[_Watched], started_ns: int):
+        self.watched, self.started_ns = watched, started_ns
+        self.damaged: list[_Watched] = []
+
+    @staticmethod
+    def snapshot(spec: ActionSpec, paths: dict[str, Path]) -> InputGuard:
+        now = time.time_ns()
+        watched = []
+        for label, inp in spec.inputs.items():
+            path = str(paths[label])
+            before = trees.stamps(path, inp.result) if inp.result is not None else _file_stamp(path)
+            watched.append(_Watched(label, path, inp, before))
+        return InputGuard(watched, now)
+
+    def changed(self) -> tuple[str, str, bool] | None:
+        """(label, path, is a source file) of the first input whose bytes or entries changed since
+        the snapshot."""
+        first = None
+        for w in self.watched:
+            where = self._difference(w)
+            if where is not None:
+                self.damaged.append(w)
+                first = first or (w.label, where, w.inp.result is None)
+        return first
+
+    def _difference(self, w: _Watched) -> str | None:
+        if w.inp.result is None:  # a source file of the workspace
+            now = _file_stamp(w.path)
+            if now == w.before and now is not None and not trees.racy(now, self.started_ns):
+                return None
+            try:
+                digest, _ = digest_file(w.path)
+            except OSError:
+                return w.inp.relpath
+            return None if digest == w.inp.digest else w.inp.relpath
+        now = trees.stamps(w.path, w.inp.result)
+        if now == w.before and now is not None and not trees.racy(now, self.started_ns):
+            return None
+        rel = trees.first_difference(Path(w.path), w.inp.result)
+        return rel
+
+    def drop_damaged(self, cas: LocalCAS) -> None:
+        """Move damaged input trees aside and drop corrupt blobs (a shared inode is damaged too), so
+        the producer reruns the next time its output is needed."""
+        for w in self.damaged:
+            if w.inp.result is None:
+                continue
+            trees.discard(Path(w.path))
+            for f in w.inp.result.files:
+                try:
+                    cas.verify(f.digest, f.size)
+                except BlobUnavailableError:
+                    pass
+
+
+def _file_stamp(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode]
 
 
 class _InputGone(Exception):
@@ -595,6 +697,17 @@ class _output_to:
             os.close(self.saved[1])
         self.log.close()
         return False
+
+
+def _failure_line(exc: BaseException, out: Path) -> str:
+    """What the summary says about a rule's own exception."""
+    if disk_full(exc):
+        return str(DiskFullError.of(exc, str(out)))
+    if isinstance(exc, SystemExit):
+        return f"the rule called sys.exit({exc.code!r}); a rule returns to succeed and raises an exception to fail"
+    if isinstance(exc, KeyboardInterrupt):
+        return "the rule raised KeyboardInterrupt (a Ctrl-C at the terminal stops the whole build instead)"
+    return _first_lines(exc)
 
 
 def _first_lines(exc: BaseException, lines: int = 3) -> str:

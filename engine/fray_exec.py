@@ -750,17 +750,10 @@ class FrayExecutor:
     def _lookup_result(self, job: RemoteJob) -> ActionResult | None:
         if self._lookup is not None:
             return self._lookup(job.key)
-        from .errors import CacheCorruptError
         from .execute import open_stores
 
         _, db = open_stores(job.config.cache_dir)
-        data = db.get_result(job.key)
-        if data is None:
-            return None
-        try:
-            return ActionResult.from_record(data)
-        except CacheCorruptError:
-            return None
+        return db.valid_result(job.key)
 
     def _local_log(self, job: RemoteJob) -> str | None:
         """The action's own log (<cache>/logs/<key>.log) if this run wrote one on this machine."""

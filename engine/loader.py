@@ -16,10 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .digests import digest_bytes
-from .errors import BuildFileError, MbuildError, NoSuchPackageError, NoSuchTargetError, RuleDefinitionError, did_you_mean
+from .errors import (
+    BuildFileError,
+    MbuildError,
+    NoSuchPackageError,
+    NoSuchTargetError,
+    RuleDefinitionError,
+    SourceFileError,
+    did_you_mean,
+)
 from .labels import Label, PatternKind, TargetPattern
 from .model import _CURRENT_PACKAGE, Location, Node, SourceFile, Target, caller_line
-from .workspace import BUILD_FILE, Workspace
+from .workspace import BUILD_FILE, CACHE_NOTE, Workspace, claim_directory
 
 # Directories never searched for packages (besides hidden ones and the cache/outputs directories).
 _SKIP_DIRS = frozenset({"node_modules", "__pycache__", "venv"})
@@ -33,6 +41,11 @@ class Package:
     build_file: Path
     build_file_rel: str
     targets: dict[str, Target] = field(default_factory=dict)
+    # Names up to this long are certainly short enough (longer ones are checked part by part).
+    name_limit: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name_limit = min(_MAX_NAME_PART, _MAX_LABEL - len(f"//{self.name}:"))
 
     @property
     def directory(self) -> Path:
@@ -47,10 +60,28 @@ class Package:
 
     def add(self, target: Target) -> None:
         name = target.label.name
+        if len(name) > self.name_limit:
+            _check_length(target.label)
         if name in self.targets:
             first = self.targets[name].location
             raise RuleDefinitionError(f"duplicate target name {name!r} (first declared at {first})")
         self.targets[name] = target
+
+
+_MAX_NAME_PART = 255  # a file name's limit: a target's outputs are at <outputs_dir>/<package>/<name>
+_MAX_LABEL = 511  # LMDB's largest key: each target's last key and its parts are recorded by label
+
+
+def _check_length(label: Label) -> None:
+    """A RuleDefinitionError if a target's label is too long for the file system or the database."""
+    if max(len(part) for part in label.name.split("/")) <= _MAX_NAME_PART and len(str(label)) <= _MAX_LABEL:
+        return
+    name = label.name
+    shown = name if len(name) <= 40 else f"{name[:24]}...{name[-12:]}"
+    raise RuleDefinitionError(
+        f"target name {shown!r} ({len(name)} characters) is too long: each '/'-separated part of a name may have at most "
+        f"{_MAX_NAME_PART} characters (it names a file under the outputs directory), and a label (//package:name) at most {_MAX_LABEL}"
+    )
 
 
 class Loader:
@@ -61,6 +92,8 @@ class Loader:
         self.root = workspace.root
         self._packages: dict[str, Package] = {}
         self._sources: dict[Label, SourceFile] = {}
+        self._real_dirs: dict[str, str] = {}  # directory -> its real path (for links leaving the workspace)
+        self._root_prefix = os.path.join(str(self.root), "")  # what every real path inside the workspace starts with
         root = str(self.root)
         if root not in sys.path:
             sys.path.insert(0, root)
@@ -92,7 +125,14 @@ class Loader:
             exec(code, scope)
         except MbuildError as exc:
             raise BuildFileError(rel, _error_line(exc, str(build_file)), str(exc)) from None
-        except Exception as exc:  # any error in user code: report where in the BUILD file
+        except KeyboardInterrupt:
+            raise  # Ctrl-C while loading: the command stops (exit 130)
+        except SystemExit as exc:  # sys.exit() in a BUILD file (or a module it imports) must not end mbuild quietly
+            raise BuildFileError(
+                rel, _error_line(exc, str(build_file)),
+                f"sys.exit({exc.code!r}) called while loading; a BUILD file must not exit (the targets after this line would be missing)",
+            ) from None
+        except BaseException as exc:  # any error in user code: report where in the BUILD file
             raise BuildFileError(rel, _error_line(exc, str(build_file)), f"{type(exc).__name__}: {exc}") from exc
         finally:
             _CURRENT_PACKAGE.reset(token)
@@ -111,6 +151,7 @@ class Loader:
         except SyntaxError as exc:
             raise BuildFileError(rel, exc.lineno, f"syntax error: {exc.msg}") from None
         try:
+            claim_directory(self.workspace.cache_dir, CACHE_NOTE)
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_name(f"{tag}.{os.getpid()}.tmp")
             tmp.write_bytes(marshal.dumps(code))
@@ -154,6 +195,8 @@ class Loader:
             return source
         path = pkg.directory / label.name
         if path.is_file():
+            if not self.workspace.settings.build.allow_external_symlinks:
+                self._refuse_external_link(label, path, referrer)
             source = self._sources[label] = SourceFile(label)
             return source
         hint = did_you_mean(label.name, pkg.targets)
@@ -164,6 +207,31 @@ class Loader:
         else:
             problem += " and no such source file"
         raise NoSuchTargetError(where + problem + hint)
+
+    def _refuse_external_link(self, label: Label, path: Path, referrer: Target | None) -> None:
+        """A SourceFileError if the source file is, or lies under, a symbolic link that leads outside the workspace."""
+        parent, leaf = os.path.split(path)
+        real_parent = self._real_dirs.get(parent)
+        if real_parent is None:
+            real_parent = self._real_dirs[parent] = os.path.realpath(parent)
+        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_parent, leaf)
+        if real.startswith(self._root_prefix):
+            return
+        link = self._outside_link(path)
+        where = f"{referrer.label} ({referrer.location}) depends on {label}, but " if referrer else f"{label}: "
+        raise SourceFileError(
+            f"{where}{self.workspace.relpath(link)} is a symbolic link to {os.path.realpath(link)}, outside the workspace; "
+            "set [build] allow_external_symlinks = true in WORKSPACE.toml to follow such links (the file is keyed by its content)"
+        )
+
+    def _outside_link(self, path: Path) -> Path:
+        """The first component of `path` (from the root down) that is a link leading outside the workspace."""
+        current = self.root
+        for part in path.relative_to(self.root).parts:
+            current = current / part
+            if current.is_symlink() and not os.path.realpath(current).startswith(self._root_prefix):
+                return current
+        return path
 
     def target(self, label: Label) -> Target:
         node = self.resolve(label)

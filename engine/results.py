@@ -3,6 +3,9 @@
 A result is stored as JSON (orjson), never pickle. Reading one validates everything before it is
 believed: types, digest syntax, that every path stays inside the output directory, and that the
 recorded `tree` digest matches the content. Any mismatch is a `CacheCorruptError` (a miss).
+
+A stored record names the action key it answers, inside its checksum: a record copied or swapped
+under another key (a sync mix-up, a bad `gsutil cp`) reads as `RecordKeyMismatch`, never as a hit.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ import orjson
 
 from .digests import digest_bytes, is_digest
 from .encoding import encode
-from .errors import CacheCorruptError, MbuildError
+from .errors import CacheCorruptError, MbuildError, RecordKeyMismatch, StaleRecordFormat
 
-RESULT_FORMAT = 1
+RESULT_FORMAT = 2  # 2: records carry their key (format 1 records read as misses)
 MAX_VALUE_BYTES = 1 << 20
 
 
@@ -56,24 +59,37 @@ class ActionResult:
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
-    def to_record(self) -> bytes:
-        """The stored form: a 32-hex-digit checksum of the JSON, a newline, the JSON."""
-        data = self.to_json()
-        return digest_bytes(data).encode() + b"\n" + data
+    def to_record(self, key: str) -> bytes:
+        """The stored form for action `key`: a 32-hex-digit checksum over the key and the JSON (which
+        names the key too), a newline, the JSON."""
+        data = self.to_json(key)
+        return _checksum(key, data) + b"\n" + data
 
     @staticmethod
-    def from_record(record: bytes, check_tree: bool = False) -> ActionResult:
-        """Read a stored result: the checksum must match, then the JSON is validated as in from_json
-        (with check_tree for records from elsewhere: the local database is trusted not to lie)."""
-        data = record[33:]
-        if len(record) < 33 or record[32:33] != b"\n" or digest_bytes(data).encode() != record[:32]:
-            raise CacheCorruptError("action result record is truncated or does not match its checksum")
-        return ActionResult.from_json(data, check_tree=check_tree)
+    def from_record(record: bytes, key: str, check_tree: bool = False) -> ActionResult:
+        """Read the record stored for action `key`: the checksum must match this key, then the JSON is
+        validated as in from_json (with check_tree for records from elsewhere: the local database is
+        trusted not to lie about content, but not about which key a record answers).
 
-    def to_json(self) -> bytes:
+        A record that answers another key raises RecordKeyMismatch; one from before records named
+        their key, StaleRecordFormat; anything else unreadable, CacheCorruptError."""
+        head, data = record[:32], record[33:]
+        if len(record) < 33 or record[32:33] != b"\n":
+            raise CacheCorruptError("action result record is truncated")
+        if _checksum(key, data) != head:
+            other = _named_key(data)
+            if other is not None and other != key and _checksum(other, data) == head:
+                raise RecordKeyMismatch(key, other)
+            if digest_bytes(data).encode() == head:
+                raise StaleRecordFormat("action result record is in an older format")
+            raise CacheCorruptError("action result record is truncated or does not match its checksum")
+        return ActionResult.from_json(data, check_tree=check_tree, key=key)
+
+    def to_json(self, key: str | None = None) -> bytes:
         return orjson.dumps(
             {
                 "format": RESULT_FORMAT,
+                "key": key,
                 "files": [[f.path, f.digest, f.size, f.executable] for f in self.files],
                 "links": [[link.path, link.target] for link in self.links],
                 "dirs": list(self.dirs),
@@ -84,16 +100,18 @@ class ActionResult:
         )
 
     @staticmethod
-    def from_json(data: bytes, check_tree: bool = True) -> ActionResult:
+    def from_json(data: bytes, check_tree: bool = True, key: str | None = None) -> ActionResult:
         """Parse and validate a result; raises CacheCorruptError on anything unexpected.
 
         With check_tree the tree digest is recomputed from the content (for results from elsewhere);
-        records whose checksum was verified skip that.
+        records whose checksum was verified skip that. With `key`, the JSON must name that key.
         """
         try:
             raw = orjson.loads(data)
             if not isinstance(raw, dict) or raw.get("format") != RESULT_FORMAT:
                 raise ValueError("unknown format")
+            if key is not None and raw.get("key") != key:
+                raise ValueError(f"it names key {raw.get('key')!r}, not {key}")
             files = tuple(_file(entry) for entry in raw["files"])
             links = tuple(_link(entry) for entry in raw["links"])
             dirs = tuple(_path(d) for d in raw["dirs"])
@@ -119,6 +137,21 @@ class ActionResult:
         if len(set(paths)) != len(paths):
             raise CacheCorruptError("action result names one path twice")
         return result
+
+
+def _checksum(key: str, data: bytes) -> bytes:
+    """The record checksum: over the key it answers and the JSON, so a record moved to another key fails."""
+    return digest_bytes(key.encode() + b"\n" + data).encode()
+
+
+def _named_key(data: bytes) -> str | None:
+    """The key a record's JSON names, if it parses that far (to tell a moved record from a damaged one)."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    named = raw.get("key") if isinstance(raw, dict) else None
+    return named if is_digest(named) else None
 
 
 def tree_digest(files, links, dirs, value) -> str:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .codeprint import CodePrinter
 from .digests import digest_bytes
 from .encoding import encode
-from .errors import BlobUnavailableError, MbuildError
+from .errors import BlobUnavailableError, MbuildError, OutputPathTaken
 from .events import CACHE_HIT, FAILED, RAN, SKIPPED, ActionEvent, Console, EventsFile, Summary, TransferProgress
 from .execute import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran, RemoteLeaseError, lease_store, open_stores, run_action
 from .leases import LEASE_LOST_EXIT_CODE, Holder
@@ -37,7 +37,7 @@ from .workers import WorkerDied, WorkerPool
 
 if TYPE_CHECKING:
     from .stores.remote import RemoteConfig
-from .workspace import Workspace, check_remote_url
+from .workspace import CACHE_NOTE, Workspace, check_remote_url, claim_directory
 
 _MAX_RERUNS = 2  # times an action reruns because a dependency's stored bytes went bad
 _RETRY_FIRST, _RETRY_MAX = 0.1, 5.0  # seconds between looks at an action another builder holds
@@ -121,8 +121,10 @@ class Scheduler:
         self.stopping = False
         self.pool: WorkerPool | None = None
         self.fray: Any = None  # the FrayExecutor, made when the first remote-tagged action runs
+        claim_directory(workspace.cache_dir, CACHE_NOTE)
         self.cas, self.db = open_stores(str(workspace.cache_dir))
-        _ensure_gitignored(workspace.cache_dir)
+        if self.db.read_only:
+            self.console.error(f"warning: the local cache {workspace.relpath(workspace.cache_dir)} is read-only: cached results are served, nothing new is recorded")
         self.codeprinter = CodePrinter(workspace.root)
         self.remote_config = remote_config(workspace, options)
         self.build_id = uuid.uuid4().hex  # the build's processes share what they learn about the remote under it
@@ -147,7 +149,7 @@ class Scheduler:
         os.environ["MBUILD_BUILDER_PID"] = str(os.getpid())  # what fault injection (crash tests) kills
         self.events = EventsFile(options.events)
         self.outputs: dict[Label, Path] = {}
-        self.materializer = Materializer(workspace, self.cas, self.remote)
+        self.materializer = Materializer(workspace, self.cas, self.remote, self.db, self.console.line)
         self.actions = sum(isinstance(n, Target) for n in graph.order)
         self.finished = 0
         self.env_values = os.environ
@@ -248,7 +250,7 @@ class Scheduler:
             if result is None:
                 self._miss(i)
                 continue
-            self.db.put_result(st.key, result.to_record())
+            self.db.put_result(st.key, result)
             st.result, st.digest, st.source = result, result.tree, "remote"
             self._settle(i, State.HIT)
 
@@ -272,6 +274,9 @@ class Scheduler:
                 st.holder = None
             st.failed_before = self.db.get_failure(st.key)
             self._resolved(i)
+            return
+        if self.db.read_only:
+            self._fail(i, f"cannot run it: the local cache {self.ws.relpath(self.ws.cache_dir)} is read-only (only cached results can be served)", "", None)
             return
         if not self.options.retry_failed and (before := self.db.get_failure(st.key)) is not None:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(before.get("at", 0)))
@@ -325,7 +330,7 @@ class Scheduler:
         if self.remote is not None:
             hit = self.remote.lookup([key]).get(key)
             if hit is not None:
-                db.put_result(key, hit.to_record())
+                db.put_result(key, hit)
                 return hit
         return None
 
@@ -448,6 +453,9 @@ class Scheduler:
                     self.db.delete_result(st.key)
                     self._submit(i)
                     return
+                st.error = str(exc)
+                state = st.state = State.FAILED
+            except OutputPathTaken as exc:  # something mbuild did not make is in the way: left alone
                 st.error = str(exc)
                 state = st.state = State.FAILED
         self.finished += 1
@@ -620,13 +628,6 @@ def _parts_record(node: Target, parts: KeyParts, codeprinter: CodePrinter) -> di
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _ensure_gitignored(cache_dir: Path) -> None:
-    marker = cache_dir / ".gitignore"
-    if not marker.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text("# written by mbuild: the local cache\n*\n")
 
 
 def remote_config(workspace: Workspace, options: BuildOptions) -> RemoteConfig | None:

@@ -13,6 +13,8 @@ import sys
 import traceback
 from multiprocessing.connection import Connection
 
+from . import sandbox
+from .errors import StopRequested
 from .events import quiet_storage_logs
 
 
@@ -28,11 +30,12 @@ def _die_with_parent() -> None:
 def _stop(signum, frame) -> None:
     """Unwind once: a second SIGTERM must not interrupt the clean-up (releasing the lease)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sys.exit(128 + signum)
+    raise StopRequested(128 + signum)
 
 
 def main(fd: int) -> None:
     quiet_storage_logs()
+    sandbox.mark_worker()
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     # The driver stops an action with SIGTERM: unwind (the action's lease is released on the way out).
@@ -49,7 +52,7 @@ def main(fd: int) -> None:
         fn, args = msg
         try:
             result = fn(*args)
-        except SystemExit:
+        except StopRequested:
             raise  # stopped by the driver
         except BaseException:  # report, don't die: the next task reuses this process
             conn.send(("error", traceback.format_exc()))

@@ -1,7 +1,10 @@
 """The workspace: the directory holding WORKSPACE.toml, and the settings read from it.
 
-Settings are typed dataclasses, one per TOML table. An unknown table or key, or a value of the
-wrong type, is a `WorkspaceError` naming the file and the key (with a "did you mean").
+Settings are typed dataclasses, one per TOML table. An unknown table or key, a value of the
+wrong type or out of range, is a `WorkspaceError` naming the file and the key (with a "did you mean").
+The cache and outputs directories are checked once per command: mbuild deletes and replaces what
+is inside them, so it only uses directories it made (they hold its `.gitignore` marker) or new
+or empty ones, never the workspace root, an ancestor of it, or one inside the other.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import tomllib
 import types
 import typing
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +23,15 @@ from .errors import WorkspaceError, did_you_mean
 
 WORKSPACE_FILE = "WORKSPACE.toml"
 BUILD_FILE = "BUILD.py"
+# Written by mbuild into the cache and outputs directories: git ignores them, and it is how mbuild
+# knows a directory is its own to delete and replace things in.
+MARKER = ".gitignore"
+_MARKER_HEAD = b"# written by mbuild"
+CACHE_NOTE = "the local cache"
+OUTPUTS_NOTE = "everything here is a build output"
+# Local jobs are worker processes (an interpreter each, plus a thread in the driver); remote jobs
+# are threads or cluster jobs in flight. Past this, threads and memory run out long before it helps.
+MAX_JOBS = 256
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,9 @@ class BuildSection:
     # Where outputs of requested targets are materialised, one stable directory per target.
     outputs_dir: str = "mbuild-out"
     keep_going: bool = False
+    # Source files that are (or lie under) symbolic links to outside the workspace are refused
+    # unless this is true; then they are followed and keyed by content like any source file.
+    allow_external_symlinks: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +115,7 @@ class Workspace:
 
     @property
     def jobs(self) -> int:
-        return self.settings.build.jobs or (os.cpu_count() or 1)
+        return self.settings.build.jobs or default_jobs()
 
     def _resolve(self, setting: str) -> Path:
         path = Path(os.path.expanduser(setting))
@@ -126,8 +142,27 @@ def find_root(start: Path) -> Path:
 
 
 def load_workspace(start: Path | None = None) -> Workspace:
+    """The workspace around `start` (default: the current directory), its settings and directories checked."""
     root = find_root(start or Path.cwd())
-    return Workspace(root=root, settings=read_settings(root / WORKSPACE_FILE))
+    workspace = Workspace(root=root, settings=read_settings(root / WORKSPACE_FILE))
+    check_directories(workspace)
+    return workspace
+
+
+def default_jobs() -> int:
+    """What jobs = 0 means: the number of cores (at most MAX_JOBS)."""
+    return min(os.cpu_count() or 1, MAX_JOBS)
+
+
+def check_jobs(value: int, where: str, minimum: int = 0) -> int:
+    """`value` if it is a sane number of jobs at once, else a WorkspaceError naming `where`."""
+    if not minimum <= value <= MAX_JOBS:
+        zero = " (0 = the number of cores)" if minimum == 0 else ""
+        raise WorkspaceError(
+            f"{where} must be between {minimum} and {MAX_JOBS}{zero}, got {value}: each job is a process or thread "
+            f"of its own, and more than {MAX_JOBS} at once exhaust threads and memory long before they speed anything up"
+        )
+    return value
 
 
 _CHOICES = {("fray", "backend"): ("local", "iris", "iris-local")}
@@ -138,6 +173,10 @@ def read_settings(path: Path) -> Settings:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise WorkspaceError(f"{path.name}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise WorkspaceError(
+            f"{path.name}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); TOML files must be UTF-8"
+        ) from None
     except OSError as exc:
         raise WorkspaceError(f"{path}: cannot read: {exc.strerror}") from None
     settings = _build(Settings, data, path.name, "")
@@ -145,15 +184,106 @@ def read_settings(path: Path) -> Settings:
         value = getattr(getattr(settings, table), key)
         if value not in choices:
             raise WorkspaceError(f"{path.name}: [{table}].{key} must be one of {', '.join(choices)}, got {value!r}{did_you_mean(value, choices)}")
-    _check_remote(settings.remote, path.name)
+    _check_ranges(settings, path.name)
+    return settings
+
+
+def _check_ranges(settings: Settings, file: str) -> None:
+    """Numbers and paths that have the right type but would hang, crash, or mean something unintended."""
+    check_jobs(settings.build.jobs, f"{file}: [build].jobs")
+    check_jobs(settings.fray.remote_jobs, f"{file}: [fray].remote_jobs", minimum=1)
+    if not 0 <= settings.fray.retries <= 100:
+        raise WorkspaceError(f"{file}: [fray].retries must be between 0 and 100, got {settings.fray.retries}")
+    for key in ("cache_dir", "outputs_dir"):
+        if not getattr(settings.build, key).strip():
+            raise WorkspaceError(f"{file}: [build].{key} must not be empty (it would be the workspace root); the default is {getattr(BuildSection, key)!r}")
+    if not (math.isfinite(settings.lease.ttl) and settings.lease.ttl > 0):
+        raise WorkspaceError(f"{file}: [lease].ttl must be a finite, positive number of seconds, got {settings.lease.ttl}")
+    _check_remote(settings.remote, file)
     if settings.fray.backend == "iris" and not settings.fray.controller:
-        raise WorkspaceError(f"{path.name}: [fray].backend = \"iris\" needs [fray].controller{_CONTROLLER_HINT}")
+        raise WorkspaceError(f"{file}: [fray].backend = \"iris\" needs [fray].controller{_CONTROLLER_HINT}")
     if not 0 < settings.lease.renew < settings.lease.ttl * 5 / 6:
         raise WorkspaceError(
-            f"{path.name}: [lease].renew ({settings.lease.renew}) must be positive and below 5/6 of [lease].ttl ({settings.lease.ttl}): "
+            f"{file}: [lease].renew ({settings.lease.renew}) must be positive and below 5/6 of [lease].ttl ({settings.lease.ttl}): "
             "a holder stops trusting its lease ttl/6 before others may take it over"
         )
-    return settings
+
+
+# --- the cache and outputs directories ------------------------------------------------------------
+
+
+def check_directories(workspace: Workspace) -> None:
+    """Refuse a cache or outputs directory mbuild must not delete or replace things in: the
+    workspace root or an ancestor of it, one inside the other, a file, or an existing directory
+    that holds things and has no mbuild marker. A few stats, no directory walks."""
+    root = workspace.root
+    where = WORKSPACE_FILE
+    build = workspace.settings.build
+    dirs = {"cache_dir": Path(os.path.realpath(workspace.cache_dir)), "outputs_dir": Path(os.path.realpath(workspace.outputs_dir))}
+    for key, path in dirs.items():
+        shown = f"{where}: [build].{key} = {getattr(build, key)!r}"
+        if path == root or path in root.parents:
+            raise WorkspaceError(f"{shown} is the workspace root or holds it; mbuild deletes and replaces things in that directory, so give it one of its own (the default is {getattr(BuildSection, key)!r})")
+        if path.exists() and not path.is_dir():
+            raise WorkspaceError(f"{shown} is {path}, which is a file, not a directory")
+        if not is_mbuild_dir(path) and _holds_foreign(path, key):
+            raise WorkspaceError(
+                f"{shown} is {path}, which holds files mbuild did not create (it has no mbuild {MARKER}); "
+                "mbuild deletes and replaces things in that directory, so use a new or empty one"
+            )
+    cache, outputs = dirs["cache_dir"], dirs["outputs_dir"]
+    if cache == outputs or cache in outputs.parents or outputs in cache.parents:
+        raise WorkspaceError(f"{where}: [build].cache_dir ({cache}) and [build].outputs_dir ({outputs}) must be separate directories, neither inside the other")
+
+
+def is_mbuild_dir(path: Path) -> bool:
+    """Whether `path` is a directory mbuild made (its marker file says so)."""
+    try:
+        with open(path / MARKER, "rb") as f:
+            return f.read(len(_MARKER_HEAD)) == _MARKER_HEAD
+    except OSError:
+        return False
+
+
+# An unmarked cache directory holding only this was made by a query of an older mbuild.
+_LEGACY_CACHE = frozenset({"buildc"})
+
+
+def _holds_foreign(path: Path, key: str) -> bool:
+    """Whether an unmarked directory holds anything (for a cache, anything but what an older mbuild left)."""
+    try:
+        with os.scandir(path) as entries:
+            names = {entry.name for entry in entries}
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return bool(names - _LEGACY_CACHE) if key == "cache_dir" else bool(names)
+
+
+def claim_directory(path: Path, note: str) -> None:
+    """Make `path` an mbuild directory (created if missing, with its marker), atomically: other
+    builders see no directory or a marked one. Raises OSError (e.g. a full or read-only disk)."""
+    if is_mbuild_dir(path):
+        return
+    path = Path(os.path.realpath(path))  # a link to the directory stays a link
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = path.parent / f".{path.name}.mbuild-new-{uuid.uuid4().hex[:12]}"
+    fresh.mkdir()
+    try:
+        _write_marker(fresh, note)
+        os.rename(fresh, path)  # replaces a missing or empty directory, never one with contents
+        return
+    except OSError:
+        if (fresh / MARKER).exists():
+            os.unlink(fresh / MARKER)
+        os.rmdir(fresh)
+        if not path.is_dir():
+            raise
+    if not is_mbuild_dir(path):  # it held only what check_directories accepted (an older mbuild's)
+        _write_marker(path, note)
+
+
+def _write_marker(directory: Path, note: str) -> None:
+    (directory / MARKER).write_bytes(_MARKER_HEAD + f": {note}\n*\n".encode())
 
 
 REMOTE_SCHEMES = ("gs", "gcs", "s3", "s3a", "file")  # gcs:// and s3a:// are other names of gs:// and s3://

@@ -80,5 +80,5 @@ def test_clean_outputs_only_keeps_the_cache(ws):
 def test_clean_refuses_to_remove_the_workspace(ws):
     ws.write("WORKSPACE.toml", '[build]\ncache_dir = "."\n')
     proc = ws.mbuild("clean")
-    assert proc.returncode == 2 and "refusing to remove" in proc.stderr
+    assert proc.returncode == 2 and "[build].cache_dir = '.' is the workspace root" in proc.stderr
     assert (ws.root / "WORKSPACE.toml").exists()

@@ -239,8 +239,7 @@ def cluster(tmp_path_factory):
 
 def cached(config: ExecConfig, key: str) -> ActionResult | None:
     _, db = open_stores(config.cache_dir)
-    data = db.get_result(key)
-    return ActionResult.from_record(data) if data else None
+    return db.valid_result(key)
 
 
 def tree_text(config: ExecConfig, result: ActionResult, name: str = "out.txt") -> str:

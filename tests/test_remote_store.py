@@ -147,7 +147,7 @@ def test_round_trip_results_and_blobs(remote, tmp_path):
     writer, warnings = remote.store()
     assert writer.publish(cas, k, result) is True
     assert writer.stats.blobs_uploaded == 20 and writer.stats.results_uploaded == 1
-    assert writer.stats.bytes_up == result.total_bytes + len(result.to_record())
+    assert writer.stats.bytes_up == result.total_bytes + len(result.to_record(k))
 
     # A fresh clone: its own store and an empty local cache.
     reader, reader_warnings = remote.store()
@@ -203,7 +203,7 @@ def test_remote_record_is_the_local_record_bytes(remote, tmp_path):
     k = key()
     store, _ = remote.store()
     store.publish(cas, k, result)
-    assert remote.fs.cat_file(remote.ac(k)) == result.to_record()
+    assert remote.fs.cat_file(remote.ac(k)) == result.to_record(k)
     f = result.files[0]
     assert remote.fs.cat_file(remote.blob(f.digest)) == cas.read_verified(f.digest)
 
@@ -237,7 +237,7 @@ def test_put_result_never_overwrites(remote, tmp_path):
     store.upload_blobs(cas, [f.digest for r in (first, second) for f in r.files])
     assert store.put_result(k, first) is True
     assert store.put_result(k, second) is False
-    assert remote.fs.cat_file(remote.ac(k)) == first.to_record()
+    assert remote.fs.cat_file(remote.ac(k)) == first.to_record(k)
 
 
 def test_racing_publishers_one_winner_nothing_torn(remote, tmp_path):
@@ -276,7 +276,7 @@ def test_racing_publishers_one_winner_nothing_torn(remote, tmp_path):
     assert all(r in contenders for r in seen)
     assert outcomes.count(True) == 1, outcomes
     winner = contenders[outcomes.index(True)]
-    assert remote.fs.cat_file(remote.ac(k)) == winner.to_record()
+    assert remote.fs.cat_file(remote.ac(k)) == winner.to_record(k)
     assert RemoteStore(RemoteConfig(remote.url, storage_options=remote.options)).get_results([k]) == {k: winner}
 
 
@@ -294,7 +294,7 @@ from mbuild.results import ActionResult
 from mbuild.stores.remote import RemoteConfig, RemoteStore
 url, options, key, record, go = json.loads(sys.argv[1])
 store = RemoteStore(RemoteConfig(url, storage_options=options))
-result = ActionResult.from_record(record.encode())
+result = ActionResult.from_record(record.encode(), key)
 store.missing_blobs(["0" * 32])  # connect before the start line
 deadline = time.monotonic() + 30
 while not os.path.exists(go) and time.monotonic() < deadline:
@@ -303,7 +303,7 @@ print(json.dumps(store.put_result(key, result)))
 """
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script, json.dumps([remote.url, remote.options, k, r.to_record().decode(), str(go)])],
+            [sys.executable, "-c", script, json.dumps([remote.url, remote.options, k, r.to_record(k).decode(), str(go)])],
             stdout=subprocess.PIPE, text=True, cwd=REPO,
         )
         for r in contenders
@@ -312,7 +312,7 @@ print(json.dumps(store.put_result(key, result)))
     outs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
     assert outs.count(True) == 1, outs
     stored = remote.fs.cat_file(remote.ac(k))
-    assert stored == contenders[outs.index(True)].to_record()
+    assert stored == contenders[outs.index(True)].to_record(k)
 
 
 # --- existence -------------------------------------------------------------------------------------
@@ -411,7 +411,7 @@ def test_bad_result_record_is_a_reported_miss(remote_of, tmp_path, kind, damage)
     k, other = key(), key()
     store, _ = remote.store()
     assert store.publish_many(cas, {k: result, other: make_result(cas, n=1, seed="other")}) == {k: True, other: True}
-    record = result.to_record()
+    record = result.to_record(k)
     payload = _valid_payload(result)
 
     def with_tree(p: dict) -> bytes:  # a well-formed record (checksum and tree digest right) around bad content

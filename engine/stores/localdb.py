@@ -1,67 +1,232 @@
-"""The local database (LMDB): action cache, source-digest cache, and per-label build records.
+"""The local database (LMDB): action cache, source-digest cache, tree stamps, per-label records, leases.
 
 Many mbuild processes (builders, workers) may open it at once: LMDB serialises writers and gives
 readers consistent snapshots.
 
 Durability: commits are not fsynced one by one (an fsync costs ~2.5 ms here and would serialise
 every action's publish); a build syncs once at its end. A killed process loses nothing (the page
-cache survives it). An OS crash may lose the last entries or damage the file: every record is
-checksummed and every blob verified on use, so damage reads as a miss, and a database LMDB
-cannot open is moved aside and started afresh. The cache is a cache: it never serves a wrong result.
+cache survives it). An OS crash may lose the last entries or damage the file. Damage never
+serves a wrong result and never bricks the workspace:
+- every result record is checksummed (with the key it answers) and every blob verified on use,
+  so damaged values read as misses;
+- a database that cannot be opened, that is shorter than its own header says (a truncated file
+  would kill the process with SIGBUS on first touch), whose `db/` is not a directory, or that
+  raises a corruption error (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, ...) while in use, is moved aside
+  (`db.damaged-<time>`) with one warning and started afresh: the next build reruns or refetches;
+- LMDB itself can kill the process on rare damage it does not check for (an assertion, or a read
+  past the end of the file). So the whole database is first read through in a child process, and
+  moved aside if the child dies or reports damage, whenever damage is likely: on the first open
+  after the machine restarted (an OS crash is what tears unsynced pages; the boot id is kept in
+  `db/boot_id`), and when a process died with the database open (it leaves a stale reader slot:
+  this heals a database that killed its reader on the previous run).
+A cache directory that cannot be written (a read-only mount, no permission) is opened read-only:
+hits are served, nothing new is recorded, and the caller is told once (`read_only`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
+import sys
+import threading
 import time
-import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import orjson
 
-from ..digests import digest_file
-from ..errors import CacheCorruptError
+from ..digests import digest_bytes, digest_file
+from ..errors import CacheCorruptError, DiskFullError, MbuildError, StaleRecordFormat, disk_full
 from ..results import ActionResult
 
 _MAP_SIZE = 1 << 40  # address space only; the file grows as needed
 # Don't trust the stat cache for files modified this recently (same-tick edits are invisible to mtime).
 _RACY_NS = 2_000_000_000
+_TABLES = (b"ac", b"srcstat", b"label_keys", b"labels", b"failures", b"leases", b"treestat", b"remote")
+# Errors that mean the file's contents are damaged (as opposed to a full disk or a permission).
+_DAMAGE = (
+    lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.VersionMismatchError,
+    lmdb.PanicError, lmdb.BadValsizeError, lmdb.IncompatibleError, lmdb.BadChecksumError, lmdb.BadTxnError,
+)
+_PROBE_TIMEOUT = 120.0
+
+
+class _Truncated(Exception):
+    """data.mdb is shorter than its header says (found before touching a page)."""
+
+
+class CacheDamaged(MbuildError):
+    """The local database stayed unusable after being moved aside and recreated."""
+
+
+@dataclass
+class _Handle:
+    """One open environment and its tables (swapped whole when a damaged database is replaced)."""
+
+    env: lmdb.Environment
+    tables: dict[bytes, Any]  # name -> dbi, or None when read-only and the table never existed
+    inode: int  # of data.mdb when opened: tells whether another process replaced the database
 
 
 class LocalDB:
-    def __init__(self, directory: Path):
-        directory.mkdir(parents=True, exist_ok=True)
+    def __init__(self, directory: Path, on_warning: Callable[[str], None] | None = None):
+        self.directory = directory
+        self.read_only = False
+        self._warn_fn = on_warning
+        self._lock = threading.Lock()
+        self._h = self._open()
+
+    # --- opening and healing ----------------------------------------------------------------------
+
+    def _open(self) -> _Handle:
+        problem = _not_a_database_dir(self.directory)
+        fresh = not os.path.exists(self.directory / "data.mdb")
+        if problem is None:
+            try:
+                handle, stale = self._open_env()
+            except _Truncated as exc:
+                problem = str(exc)
+            except (lmdb.Error, OSError) as exc:
+                if disk_full(exc):
+                    raise
+                if _is_permission(exc):
+                    return self._open_read_only()
+                problem = f"it could not be opened ({_describe(exc)})"
+            else:
+                booted = _boot_id()
+                if not fresh and (stale or _recorded_boot(self.directory) != booted):
+                    problem = _probe(self.directory)
+                if problem is None:
+                    _record_boot(self.directory, booted)
+                    return handle
+                handle.env.close()
+        self._move_aside(problem)
+        handle, _ = self._open_env()
+        _record_boot(self.directory, _boot_id())
+        return handle
+
+    def _open_env(self) -> tuple[_Handle, int]:
         try:
-            self.env = _open(directory)
-        except (lmdb.CorruptedError, lmdb.InvalidError, lmdb.VersionMismatchError, lmdb.PageNotFoundError, lmdb.BadChecksumError) as exc:
-            aside = directory.with_name(f"{directory.name}.damaged-{int(time.time())}")
-            os.replace(directory, aside)
-            warnings.warn(f"local cache database {directory} could not be opened ({exc}); moved it to {aside} and started a new one")
-            directory.mkdir()
-            self.env = _open(directory)
-        self.env.reader_check()  # clear reader slots of processes that died
-        self.ac = self.env.open_db(b"ac")  # action key -> ActionResult JSON
-        self.srcstat = self.env.open_db(b"srcstat")  # absolute path -> [size, mtime_ns, ino, ctime_ns, digest]
-        self.label_keys = self.env.open_db(b"label_keys")  # label -> the key it last built or hit
-        self.labels = self.env.open_db(b"labels")  # label -> the parts of that key, for explanations
-        self.failures = self.env.open_db(b"failures")  # action key -> its last failure (never a result)
-        self.leases = self.env.open_db(b"leases")  # action key -> 16-byte version + lease body
-        self.remote = self.env.open_db(b"remote")  # what a build's processes learnt about a remote cache (RemoteHealth)
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if _is_permission(exc) and self.directory.is_dir():
+                raise lmdb.ReadonlyError(str(exc)) from None
+            raise
+        _allocate_lock_file(self.directory)
+        env = lmdb.open(
+            str(self.directory), map_size=_MAP_SIZE, max_dbs=16, max_readers=1024, readahead=False, sync=False, metasync=False
+        )
+        try:
+            problem = _truncated(env, self.directory)  # before any page is touched: that would be SIGBUS
+            if problem is not None:
+                raise _Truncated(problem)
+            stale = env.reader_check()  # clears slots of processes that died with the database open
+            tables = {name: env.open_db(name) for name in _TABLES}
+        except BaseException:
+            env.close()
+            raise
+        return _Handle(env, tables, _inode(self.directory)), stale
+
+    def _open_read_only(self) -> _Handle:
+        """A cache on a read-only mount, or one this user may not write: serve what is there."""
+        self.read_only = True
+        try:
+            env = lmdb.open(str(self.directory), map_size=_MAP_SIZE, max_dbs=16, readonly=True, lock=False, readahead=False)
+        except lmdb.Error as exc:
+            raise CacheDamaged(f"local cache database {self.directory} is read-only and cannot be opened ({_describe(exc)})") from None
+        tables: dict[bytes, Any] = {}
+        for name in _TABLES:
+            try:
+                tables[name] = env.open_db(name, create=False)
+            except lmdb.Error:
+                tables[name] = None  # made by a newer mbuild than the one that wrote this cache
+        return _Handle(env, tables, _inode(self.directory))
+
+    def _move_aside(self, problem: str) -> None:
+        aside = self.directory.with_name(f"{self.directory.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        try:
+            os.replace(self.directory, aside)
+        except FileNotFoundError:
+            pass  # another process moved it first
+        self._warn(f"local cache database {self.directory} is damaged ({problem}); moved it to {aside.name} and started a new one (what it held will rerun or be fetched again)")
+
+    def _heal(self, handle: _Handle, exc: BaseException) -> None:
+        """A damage error while in use: replace the database, unless another thread or process did."""
+        with self._lock:
+            if self._h is not handle:
+                return
+            if _inode(self.directory) == handle.inode:
+                self._move_aside(_describe(exc))
+            self._h, _ = self._open_env()
+            # The old environment is not closed: other threads may still hold its transactions.
+
+    def _warn(self, message: str) -> None:
+        if self._warn_fn is not None:
+            self._warn_fn(message)
+        else:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def _read(self, table: bytes, fn: Callable[[Any], Any], default: Any = None) -> Any:
+        """fn(txn) in a read transaction of `table`, healing a damaged database once."""
+        for attempt in (0, 1):
+            h = self._h
+            dbi = h.tables[table]
+            if dbi is None:
+                return default
+            try:
+                with h.env.begin(db=dbi) as txn:
+                    return fn(txn)
+            except _DAMAGE as exc:
+                if attempt:
+                    raise CacheDamaged(f"local cache database {self.directory} is unusable: {_describe(exc)}") from None
+                self._heal(h, exc)
+        return default
+
+    def _write(self, table: bytes | None, fn: Callable[[Any], Any], default: Any = None) -> Any:
+        """fn(txn) in a write transaction of `table` (fn(txn, tables) for several, with table None);
+        a no-op returning `default` on a read-only cache."""
+        if self.read_only:
+            return default
+        for attempt in (0, 1):
+            h = self._h
+            try:
+                with h.env.begin(db=h.tables[table] if table else None, write=True) as txn:
+                    return fn(txn) if table else fn(txn, h.tables)
+            except _DAMAGE as exc:
+                if attempt:
+                    raise CacheDamaged(f"local cache database {self.directory} is unusable: {_describe(exc)}") from None
+                self._heal(h, exc)
+            except lmdb.DiskError as exc:
+                raise DiskFullError.of(exc, str(self.directory)) from None
+            except lmdb.ReadonlyError:
+                self.read_only = True
+                return default
+        return default
 
     def close(self) -> None:
-        self.env.close()
+        self._h.env.close()
 
     def sync(self) -> None:
         """Flush committed transactions to disk (once per build)."""
-        self.env.sync(True)
+        if self.read_only:
+            return
+        try:
+            self._h.env.sync(True)
+        except lmdb.DiskError as exc:
+            raise DiskFullError.of(exc, str(self.directory)) from None
+
+    @property
+    def path(self) -> str:
+        return str(self.directory)
 
     # --- action cache ----------------------------------------------------------------------------
 
     def get_result(self, key: str) -> bytes | None:
-        with self.env.begin(db=self.ac) as txn:
-            return txn.get(key.encode())
+        return self._read(b"ac", lambda txn: txn.get(key.encode()))
 
     def valid_result(self, key: str, on_corrupt: Callable[[str, CacheCorruptError], None] | None = None) -> ActionResult | None:
         """The cached result for `key`, validated; a corrupt entry is dropped (a miss), never returned."""
@@ -69,39 +234,58 @@ class LocalDB:
         if data is None:
             return None
         try:
-            return ActionResult.from_record(data)
+            return ActionResult.from_record(data, key)
         except CacheCorruptError as exc:
             self.delete_result(key)
-            if on_corrupt is not None:
+            if on_corrupt is not None and not isinstance(exc, StaleRecordFormat):
                 on_corrupt(key, exc)
             return None
 
-    def put_result(self, key: str, data: bytes) -> bool:
-        """Publish a result if none exists for the key (create-if-absent); False if one did."""
-        with self.env.begin(db=self.ac, write=True) as txn:
-            return txn.put(key.encode(), data, overwrite=False)
+    def put_result(self, key: str, result: ActionResult) -> bool:
+        """Publish a result for `key` if none exists (create-if-absent); False if one did."""
+        record = result.to_record(key)
+        return self._write(b"ac", lambda txn: txn.put(key.encode(), record, overwrite=False), default=False)
+
+    def result_records(self) -> list[tuple[str, bytes]]:
+        """Every (key, record) in the action cache, unvalidated (for audits and maintenance)."""
+        return self._read(b"ac", lambda txn: [(bytes(k).decode("ascii", "replace"), bytes(v)) for k, v in txn.cursor()], [])
 
     def delete_result(self, key: str) -> None:
-        with self.env.begin(db=self.ac, write=True) as txn:
-            txn.delete(key.encode())
+        self._write(b"ac", lambda txn: txn.delete(key.encode()))
+
+    # --- tree stamps ------------------------------------------------------------------------------
+
+    def tree_stamps(self, tree: str) -> list[int] | None:
+        """The stamps recorded when the local tree `tree` last hashed right (see stores/trees.py)."""
+        data = self._read(b"treestat", lambda txn: txn.get(tree.encode()))
+        if data is None:
+            return None
+        try:
+            stamps = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        return stamps if isinstance(stamps, list) else None
+
+    def put_tree_stamps(self, tree: str, stamps: list[int]) -> None:
+        data = orjson.dumps(stamps)
+        self._write(b"treestat", lambda txn: txn.put(tree.encode(), data))
 
     # --- failures ---------------------------------------------------------------------------------
 
     def record_failure(self, key: str, failure: dict) -> None:
-        with self.env.begin(db=self.failures, write=True) as txn:
-            txn.put(key.encode(), orjson.dumps(failure))
+        data = orjson.dumps(failure)
+        self._write(b"failures", lambda txn: txn.put(key.encode(), data))
 
     def get_failure(self, key: str) -> dict | None:
-        with self.env.begin(db=self.failures) as txn:
-            data = txn.get(key.encode())
+        data = self._read(b"failures", lambda txn: txn.get(key.encode()))
         try:
-            return orjson.loads(data) if data else None
+            failure = orjson.loads(data) if data else None
         except orjson.JSONDecodeError:
             return None
+        return failure if isinstance(failure, dict) else None
 
     def clear_failure(self, key: str) -> None:
-        with self.env.begin(db=self.failures, write=True) as txn:
-            txn.delete(key.encode())
+        self._write(b"failures", lambda txn: txn.delete(key.encode()))
 
     # --- leases: compare-and-swap records -------------------------------------------------------
 
@@ -116,68 +300,82 @@ class LocalDB:
     # --- per-label records ----------------------------------------------------------------------
 
     def get_label(self, label: str) -> dict | None:
-        with self.env.begin(db=self.labels) as txn:
-            data = txn.get(label.encode())
-        return orjson.loads(data) if data else None
+        data = self._read(b"labels", lambda txn: txn.get(label.encode()))
+        try:
+            record = orjson.loads(data) if data else None
+        except orjson.JSONDecodeError:
+            return None
+        return record if isinstance(record, dict) else None
 
     def changed_labels(self, keys: dict[str, str]) -> list[str]:
         """Labels whose key differs from the one recorded for them."""
-        with self.env.begin(db=self.label_keys) as txn:
-            return [label for label, key in keys.items() if txn.get(label.encode()) != key.encode()]
+        return self._read(
+            b"label_keys", lambda txn: [label for label, key in keys.items() if txn.get(label.encode()) != key.encode()], list(keys)
+        )
 
     def put_labels(self, records: dict[str, dict]) -> None:
         """Record each label's key and its parts (`records[label]["key"]`)."""
         if not records:
             return
-        with self.env.begin(write=True) as txn:
+        def put(txn, tables) -> None:
             for label, record in records.items():
-                txn.put(label.encode(), record["key"].encode(), db=self.label_keys)
-                txn.put(label.encode(), orjson.dumps(record), db=self.labels)
+                txn.put(label.encode(), record["key"].encode(), db=tables[b"label_keys"])
+                txn.put(label.encode(), orjson.dumps(record), db=tables[b"labels"])
+
+        self._write(None, put)
 
     # --- source digests --------------------------------------------------------------------------
 
     def source_digests(self, paths: list[str]) -> list[str]:
-        """Content digests of source files, reusing earlier hashes when size, mtime, inode and ctime match."""
-        digests: list[str] = []
+        """Content digests of source files, reusing earlier hashes when size, mtime, inode and ctime
+        match (the record's own checksum must match too: a damaged record is hashed again)."""
         fresh: dict[bytes, bytes] = {}
-        with self.env.begin(db=self.srcstat) as txn:
+
+        def look(txn) -> list[str]:
+            digests: list[str] = []
             for path in paths:
                 st = os.stat(path)
                 stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-                cached = txn.get(path.encode())
+                key = _path_key(path)
+                cached = txn.get(key)
                 if cached is not None:
-                    record = orjson.loads(cached)
-                    if record[:4] == stamp:
+                    record = _srcstat_record(path, cached)
+                    if record is not None and record[:4] == stamp:
                         digests.append(record[4])
                         continue
                 digest, _ = digest_file(path)
                 digests.append(digest)
-                if st.st_mtime_ns < time.time_ns() - _RACY_NS:
-                    fresh[path.encode()] = orjson.dumps([*stamp, digest])
+                if st.st_mtime_ns < time.time_ns() - _RACY_NS and st.st_ctime_ns < time.time_ns() - _RACY_NS:
+                    body = [*stamp, digest]
+                    fresh[key] = orjson.dumps([*body, _srcstat_check(path, body)])
+            return digests
+
+        fresh.clear()
+        digests = self._read(b"srcstat", look)
         if fresh:
-            with self.env.begin(db=self.srcstat, write=True) as txn:
-                for k, v in fresh.items():
-                    txn.put(k, v)
+            self._write(b"srcstat", lambda txn: [txn.put(k, v) for k, v in fresh.items()])
         return digests
 
 
 class RemoteHealth:
     """What the processes of one build (driver, workers, fray jobs on this machine) have learnt
-    about one remote cache, shared through this database (the stores.remote.SharedHealth protocol).
+    about one remote cache, shared through the `remote` table (the stores.remote.SharedHealth
+    protocol).
 
     One record per URL holds the build's id, its consecutive failed requests, and, once the breaker
     opened or a write was refused, why. Every process reads it (microseconds) before each request,
     so an outage found by one process costs the others nothing, and one found by several adds up
     to `max_failures` failures for the whole build, not per process. The record belongs to its
     build: any other build (a later one, or one sharing this cache) reads it as fresh and tries the
-    remote again; the next outage overwrites it.
+    remote again; the next outage overwrites it. On a read-only cache nothing is shared (each
+    process keeps its own breaker).
 
     Corrupt remote objects ("blob" digests, "ac" keys) are remembered per URL whatever the build,
     until a verified upload replaces them.
     """
 
     def __init__(self, db: LocalDB, url: str, build: str):
-        self.env, self.dbi, self.build = db.env, db.remote, build
+        self.db, self.build = db, build
         name = url.rstrip("/").encode()
         self._key = b"health\0" + name
         self._bad = b"bad\0" + name + b"\0"
@@ -191,15 +389,16 @@ class RemoteHealth:
         return state if isinstance(state, dict) and state.get("build") == self.build else {"build": self.build}
 
     def _read(self) -> dict:
-        with self.env.begin(db=self.dbi) as txn:
-            return self._state(txn)
+        return self.db._read(b"remote", self._state, {})
 
     def _update(self, change: Callable[[dict], None]) -> dict:
-        with self.env.begin(db=self.dbi, write=True) as txn:
+        def update(txn) -> dict:
             state = self._state(txn)
             change(state)
             txn.put(self._key, orjson.dumps(state))
-        return state
+            return state
+
+        return self.db._write(b"remote", update, {})
 
     def down(self) -> str | None:
         return self._read().get("down")
@@ -208,7 +407,7 @@ class RemoteHealth:
         self._update(lambda s: s.setdefault("down", reason))
 
     def failed(self) -> int:
-        return self._update(lambda s: s.__setitem__("failures", s.get("failures", 0) + 1))["failures"]
+        return self._update(lambda s: s.__setitem__("failures", s.get("failures", 0) + 1)).get("failures", 0)
 
     def succeeded(self) -> None:
         if self._read().get("failures"):  # the common case is a read, no write
@@ -221,31 +420,172 @@ class RemoteHealth:
         self._update(lambda s: s.setdefault("refused", reason))
 
     def mark_bad(self, kind: str, name: str, reason: str) -> None:
-        with self.env.begin(db=self.dbi, write=True) as txn:
-            txn.put(self._bad + f"{kind}/{name}".encode(), orjson.dumps({"at": time.time(), "reason": reason[:500]}))
+        data = orjson.dumps({"at": time.time(), "reason": reason[:500]})
+        self.db._write(b"remote", lambda txn: txn.put(self._bad + f"{kind}/{name}".encode(), data))
 
     def bad(self, kind: str, names) -> set[str]:
         names = list(names)
         if not names or not self.any_bad():
             return set()
-        with self.env.begin(db=self.dbi) as txn:
-            return {n for n in names if txn.get(self._bad + f"{kind}/{n}".encode()) is not None}
+        return self.db._read(b"remote", lambda txn: {n for n in names if txn.get(self._bad + f"{kind}/{n}".encode()) is not None}, set())
 
     def any_bad(self) -> bool:
-        with self.env.begin(db=self.dbi) as txn:
+        def look(txn) -> bool:
             cursor = txn.cursor()
             return cursor.set_range(self._bad) and bytes(cursor.key()).startswith(self._bad)
 
+        return self.db._read(b"remote", look, False)
+
     def healed(self, kind: str, names) -> None:
-        with self.env.begin(db=self.dbi, write=True) as txn:
-            for n in names:
-                txn.delete(self._bad + f"{kind}/{n}".encode())
+        keys = [self._bad + f"{kind}/{n}".encode() for n in names]
+        if keys:
+            self.db._write(b"remote", lambda txn: [txn.delete(k) for k in keys])
 
 
-def _open(directory: Path) -> lmdb.Environment:
-    return lmdb.open(
-        str(directory), map_size=_MAP_SIZE, max_dbs=8, max_readers=1024, readahead=False, sync=False, metasync=False
-    )
+def _srcstat_check(path: str, body: list) -> str:
+    return digest_bytes(path.encode() + b"\0" + orjson.dumps(body))[:16]
+
+
+def _srcstat_record(path: str, data: bytes) -> list | None:
+    """A source-stat record if it is intact: [size, mtime_ns, ino, ctime_ns, digest]."""
+    try:
+        record = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, list) or len(record) != 6 or record[5] != _srcstat_check(path, record[:5]):
+        return None
+    return record[:5]
+
+
+_MAX_KEY = 511  # LMDB's largest key
+
+
+def _path_key(path: str) -> bytes:
+    """The stat cache's key for a path: the path itself, or its digest when it is too long for LMDB."""
+    key = path.encode()
+    return key if len(key) <= _MAX_KEY else b"#" + digest_bytes(key).encode()
+
+
+# Bigger than LMDB's lock file for max_readers=1024 (64 bytes a reader slot plus a header); LMDB
+# keeps a larger file as it is (and allows more readers).
+_LOCK_FILE_BYTES = 128 * 1024
+
+
+def _allocate_lock_file(directory: Path) -> None:
+    """Create LMDB's lock file with every block written, unless it exists. LMDB makes it sparse and
+    writes it through a memory map: on a full disk that is SIGBUS, here it is an OSError (ENOSPC).
+    Made aside and hard-linked into place, so a process already using the file is never disturbed."""
+    lock = directory / "lock.mdb"
+    if lock.exists():
+        return
+    tmp = directory / f"lock.mdb.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(bytes(_LOCK_FILE_BYTES))
+        try:
+            os.link(tmp, lock)
+        except FileExistsError:
+            pass  # another process made it first
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _boot_id() -> str:
+    """This boot of the machine (Linux), or "" where unknown."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _recorded_boot(directory: Path) -> str | None:
+    try:
+        with open(directory / "boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _record_boot(directory: Path, boot: str) -> None:
+    if _recorded_boot(directory) == boot:
+        return
+    tmp = directory / f".boot_id.{os.getpid()}"
+    try:
+        tmp.write_text(boot + "\n")
+        os.replace(tmp, directory / "boot_id")
+    except OSError:
+        pass  # read-only: the check just runs again next time
+
+
+def _inode(directory: Path) -> int:
+    try:
+        return os.stat(directory / "data.mdb").st_ino
+    except OSError:
+        return -1
+
+
+def _not_a_database_dir(directory: Path) -> str | None:
+    if os.path.lexists(directory) and (os.path.islink(directory) or not os.path.isdir(directory)):
+        return "it is not a directory"
+    return None
+
+
+def _truncated(env: lmdb.Environment, directory: Path) -> str | None:
+    """Whether data.mdb is shorter than the pages its header says are in use (touching those would
+    kill the process with SIGBUS)."""
+    try:
+        last = env.info()["last_pgno"]
+        psize = env.stat()["psize"]
+        size = os.path.getsize(directory / "data.mdb")
+    except (lmdb.Error, OSError) as exc:
+        return f"its header is unreadable ({_describe(exc)})"
+    if size < (last + 1) * psize:
+        return f"data.mdb is {size} bytes but its header names {last + 1} pages of {psize} bytes (truncated)"
+    return None
+
+
+# Walks every table and every value, as a child process: LMDB may abort on damage it does not check.
+_PROBE = """
+import sys, lmdb
+env = lmdb.open(sys.argv[1], map_size=1 << 40, max_dbs=16, readonly=True, lock=False)
+with env.begin() as txn:
+    names = [bytes(k) for k, _ in txn.cursor()]
+for name in names:
+    db = env.open_db(name, create=False)
+    with env.begin(db=db) as txn:
+        for key, value in txn.cursor():
+            len(key) + len(value)
+"""
+
+
+def _probe(directory: Path) -> str | None:
+    """None if the whole database reads cleanly in a child process, else what went wrong."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE, str(directory)], capture_output=True, text=True, timeout=_PROBE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return f"reading it through took over {_PROBE_TIMEOUT:.0f}s"
+    except OSError:
+        return None  # cannot run the check: keep the database
+    if proc.returncode == 0:
+        return None
+    if proc.returncode < 0:
+        return f"reading it through killed the reader (signal {-proc.returncode})"
+    return "reading it through failed: " + ((proc.stderr.strip().splitlines() or ["?"])[-1])[:200]
+
+
+def _is_permission(exc: BaseException) -> bool:
+    if isinstance(exc, lmdb.ReadonlyError):
+        return True
+    code = getattr(exc, "errno", None)
+    if code in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return True
+    text = str(exc)
+    return "Read-only file system" in text or "Permission denied" in text
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 class LmdbObject:
@@ -258,21 +598,27 @@ class LmdbObject:
     """
 
     def __init__(self, db: LocalDB, key: str):
-        self.env, self.dbi, self.key = db.env, db.leases, key.encode()
-        self.where = f"{db.env.path()}#leases/{key}"
+        self.db, self.key = db, key.encode()
+        self.where = f"{db.path}#leases/{key}"
 
     def read(self) -> tuple[bytes, str] | None:
-        with self.env.begin(db=self.dbi) as txn:
-            value = txn.get(self.key)
+        value = self.db._read(b"leases", lambda txn: txn.get(self.key))
         return None if value is None else (bytes(value[16:]), bytes(value[:16]).hex())
 
     def write(self, data: bytes, expected: str | None) -> str:
         from ..leases import Conflict
 
         version = os.urandom(16)
-        with self.env.begin(db=self.dbi, write=True) as txn:
+
+        def cas(txn) -> bool:
             current = txn.get(self.key)
             if (None if current is None else bytes(current[:16]).hex()) != expected:
-                raise Conflict(f"{self.where}: version changed")
+                return False
             txn.put(self.key, version + data)
+            return True
+
+        if self.db.read_only:
+            raise Conflict(f"{self.where}: the local cache is read-only")
+        if not self.db._write(b"leases", cas, default=False):
+            raise Conflict(f"{self.where}: version changed")
         return version.hex()

@@ -70,7 +70,7 @@ from typing import Any, Protocol
 import xxhash
 
 from ..digests import digest_bytes, is_digest
-from ..errors import BlobUnavailableError, CacheCorruptError
+from ..errors import BlobUnavailableError, CacheCorruptError, RecordKeyMismatch
 from ..results import ActionResult
 from .cas import LocalCAS
 
@@ -146,12 +146,12 @@ class RemoteBlobsUnavailableError(BlobUnavailableError):
         self.args = (f"{len(self.problems)} blob(s) unavailable from the remote cache: {shown}{more}",)
 
 
-def parse_record(record: bytes) -> ActionResult:
+def parse_record(record: bytes, key: str) -> ActionResult:
     """A result record from elsewhere: size bounded, checksum checked, content validated, tree digest
     recomputed. Raises CacheCorruptError on anything unexpected."""
     if len(record) > MAX_RECORD:
         raise CacheCorruptError(f"action result record is larger than {MAX_RECORD} bytes")
-    return ActionResult.from_record(record, check_tree=True)
+    return ActionResult.from_record(record, key, check_tree=True)
 
 
 class SharedHealth(Protocol):
@@ -682,10 +682,13 @@ class RemoteStore:
             try:
                 record = await self._read_record(key)
                 if len(record) > PARSE_INLINE_MAX:  # parsing a big one must not hold up the loop
-                    result = await asyncio.get_running_loop().run_in_executor(None, parse_record, record)
+                    result = await asyncio.get_running_loop().run_in_executor(None, parse_record, record, key)
                 else:
-                    result = parse_record(record)
+                    result = parse_record(record, key)
             except (_Missing, _Failed):
+                return None
+            except RecordKeyMismatch as exc:
+                self._corrupt("ac", key, f"remote cache: ac/{key} holds the record of another action ({exc.named}): copied or swapped by hand? ignored (a miss)")
                 return None
             except (_Corrupt, CacheCorruptError) as exc:
                 self._corrupt("ac", key, f"remote cache: action result {key} is corrupt ({exc}); ignored (a miss)")
@@ -697,7 +700,7 @@ class RemoteStore:
         return dict(item for item in found if item is not None)
 
     async def _put_result(self, key: str, result: ActionResult) -> bool:
-        record = result.to_record()
+        record = result.to_record(key)
         try:
             await self._call(
                 f"creating ac/{key}", lambda: self._backend.create(self._ac(key), record),
@@ -729,7 +732,7 @@ class RemoteStore:
         if self._health.bad("ac", [key]):
             return True
         try:
-            existing = parse_record(await self._read_record(key))
+            existing = parse_record(await self._read_record(key), key)
         except (_Missing, _Failed):
             return False
         except (_Corrupt, CacheCorruptError):

@@ -2,21 +2,43 @@
 
 A finished action's output directory is renamed here (its files are hard links shared with the
 CAS), so dependents read their inputs in place instead of copying or linking them per action.
-Every use verifies the tree against its manifest; a tree that fails is rebuilt from the CAS (whose
-blobs are verified in turn), and a missing blob surfaces as BlobUnavailableError.
+
+Nothing here is trusted blindly. Every use checks the tree against what was recorded:
+- the first time (or whenever anything about it changed) by hashing every file and listing every
+  directory against the result's manifest;
+- after that, by one `lstat` per entry (the root, every directory, file and link), compared with
+  the inode, size, mtime, ctime and mode recorded when the hash last matched (the local database's
+  `treestat` table). Any write, truncation, chmod, rename or new entry changes at least the ctime
+  of the entry or of its directory, and a ctime cannot be set back. Stamps are recorded only for
+  entries whose ctime is older than the racy window, so a change within one clock tick of the
+  recorded state is never missed (the next check hashes again).
+A tree that fails is moved aside and rebuilt from the CAS (whose blobs are verified in turn); a
+missing or corrupt blob surfaces as BlobUnavailableError, and the action reruns.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..digests import digest_file
 from ..errors import BlobUnavailableError
 from ..results import ActionResult
 from .cas import LocalCAS
+
+if TYPE_CHECKING:
+    from .localdb import LocalDB
+
+# Entries changed this recently are hashed again rather than trusted by their stamp: a file system's
+# timestamps may be as coarse as a clock tick (or 2 s on some), so a same-tick change is invisible.
+# (MBUILD_RACY_WINDOW_MS changes it: tests set 0 to exercise the stamp path without waiting.)
+RACY_NS = int(float(os.environ.get("MBUILD_RACY_WINDOW_MS", "2000")) * 1_000_000)
+_FIELDS = 5  # per entry: inode, size, mtime_ns, ctime_ns, mode
 
 
 def tree_path(cas: LocalCAS, tree: str) -> Path:
@@ -24,7 +46,9 @@ def tree_path(cas: LocalCAS, tree: str) -> Path:
 
 
 def adopt(out: Path, result: ActionResult, cas: LocalCAS) -> None:
-    """Move a finished output directory into the cache as the tree of `result` (if not there yet)."""
+    """Move a finished output directory into the cache as the tree of `result` (if not there yet).
+
+    If a tree is there already it is left alone: it is checked like any other on its next use."""
     dest = tree_path(cas, result.tree)
     try:
         os.rename(out, dest)
@@ -38,11 +62,14 @@ def adopt(out: Path, result: ActionResult, cas: LocalCAS) -> None:
         pass  # the same tree exists already (an identical rebuild, or another builder)
 
 
-def ensure(result: ActionResult, cas: LocalCAS) -> Path:
-    """The verified tree of `result`, rebuilt from the CAS if missing or damaged."""
+def ensure(result: ActionResult, cas: LocalCAS, db: LocalDB | None = None, on_damage: Callable[[str], None] | None = None) -> Path:
+    """The checked tree of `result`, rebuilt from the CAS if missing or damaged (`on_damage` hears
+    which entry differed, when a tree was there but wrong)."""
     dest = tree_path(cas, result.tree)
-    if dest.is_dir() and verify(dest, result):
+    if check(dest, result, db):
         return dest
+    if on_damage is not None and os.path.lexists(dest):
+        on_damage(first_difference(dest, result) or ".")
     from ..execute import materialize_tree
 
     tmp = dest.parent / f".tmp-{uuid.uuid4().hex}"
@@ -51,23 +78,86 @@ def ensure(result: ActionResult, cas: LocalCAS) -> Path:
         try:
             os.rename(tmp, dest)
         except OSError:
-            if not verify(dest, result):  # damaged: swap the good copy in
-                bad = dest.parent / f".bad-{uuid.uuid4().hex}"
-                os.rename(dest, bad)
+            if not check(dest, result, db):  # damaged: swap the good copy in
+                discard(dest)
                 os.rename(tmp, dest)
-                shutil.rmtree(bad, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
+def check(path: Path, result: ActionResult, db: LocalDB | None) -> bool:
+    """Whether `path` holds exactly the tree of `result`: by recorded stamps when they still match,
+    else by hashing (and then the stamps are recorded for next time, unless racy)."""
+    root = str(path)
+    before = stamps(root, result)
+    if before is None:
+        return False
+    if db is not None and db.tree_stamps(result.tree) == before:
+        return True
+    if first_difference(path, result) is not None:
+        return False
+    if db is not None and stamps(root, result) == before and not racy(before):
+        db.put_tree_stamps(result.tree, before)
+    return True
+
+
+def stamps(root: str, result: ActionResult) -> list[int] | None:
+    """One lstat per entry of the tree, flattened (None if any entry is missing)."""
+    out: list[int] = []
+    try:
+        for rel in _entries(result):
+            st = os.lstat(f"{root}/{rel}" if rel else root)
+            out += (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+    except OSError:
+        return None
+    return out
+
+
+def racy(stamps: list[int], now_ns: int | None = None) -> bool:
+    """Whether any entry changed within the racy window (its stamp cannot vouch for its bytes)."""
+    limit = (now_ns if now_ns is not None else time.time_ns()) - RACY_NS
+    return any(ctime > limit for ctime in stamps[3::_FIELDS])
+
+
+def changed_entry(root: str, result: ActionResult, before: list[int]) -> str | None:
+    """The first entry (relative path, "." for the root) whose stamp differs from `before`."""
+    for i, rel in enumerate(_entries(result)):
+        try:
+            st = os.lstat(f"{root}/{rel}" if rel else root)
+        except OSError:
+            return rel or "."
+        if [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode] != before[i * _FIELDS : (i + 1) * _FIELDS]:
+            return rel or "."
+    return None
+
+
+def discard(path: Path) -> None:
+    """Move a damaged tree out of the way at once (a rename), then delete it."""
+    bad = path.parent / f".bad-{uuid.uuid4().hex}"
+    try:
+        os.rename(path, bad)
+    except FileNotFoundError:
+        return
+    _make_writable(bad)
+    shutil.rmtree(bad, ignore_errors=True)
+
+
 def verify(path: Path, result: ActionResult) -> bool:
     """Whether the directory holds exactly the result's files (by digest), links and directories."""
+    return first_difference(path, result) is None
+
+
+def first_difference(path: Path, result: ActionResult) -> str | None:
+    """The first path (relative; "." for the root) where the directory differs from the result's
+    manifest: a file whose bytes or size differ, a missing or extra entry, a changed link."""
     expected = {f.path: f for f in result.files}
     links = {link.path: link.target for link in result.links}
     dirs = set(result.dirs)
     root = str(path)
+    if not os.path.isdir(root) or os.path.islink(root):
+        return "."
     for dirpath, dirnames, filenames in os.walk(root):
         rel = os.path.relpath(dirpath, root)
         prefix = "" if rel == "." else rel + "/"
@@ -77,24 +167,43 @@ def verify(path: Path, result: ActionResult) -> bool:
                 dirnames.remove(d)
                 filenames.append(d)
             elif prefix + d not in dirs:
-                return False
+                return prefix + d
         for name in filenames:
             rel_path = prefix + name
             full = os.path.join(dirpath, name)
             if rel_path in links:
                 if not os.path.islink(full) or os.readlink(full) != links.pop(rel_path):
-                    return False
+                    return rel_path
                 continue
             f = expected.pop(rel_path, None)
             if f is None or os.path.islink(full):
-                return False
+                return rel_path
             try:
                 digest, size = digest_file(full)
             except OSError:
-                return False
+                return rel_path
             if digest != f.digest or size != f.size:
-                return False
-    return not expected and not links
+                return rel_path
+    missing = sorted(expected) + sorted(links)
+    return missing[0] if missing else None
 
 
-__all__ = ["BlobUnavailableError", "adopt", "ensure", "tree_path", "verify"]
+def _entries(result: ActionResult):
+    yield ""
+    yield from result.dirs
+    for f in result.files:
+        yield f.path
+    for link in result.links:
+        yield link.path
+
+
+def _make_writable(root: Path) -> None:
+    """Directories of a discarded tree may have been made read-only by the action; rmtree needs +w."""
+    for dirpath, _, _ in os.walk(root):
+        try:
+            os.chmod(dirpath, 0o755)
+        except OSError:
+            pass
+
+
+__all__ = ["BlobUnavailableError", "adopt", "check", "discard", "ensure", "first_difference", "racy", "stamps", "tree_path", "verify"]
