@@ -354,7 +354,7 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
     except LeaseBusy as busy:
         outcome = Busy(busy.holder)
     except LeaseLost:
-        outcome = Busy(slot.leases.holder(spec.key), fenced=True)
+        outcome = Busy(_holder_or_none(slot.leases, spec.key), fenced=True)
     except Exception as exc:  # staging or publishing hit a full disk: one line, not a worker traceback
         if not disk_full(exc):
             raise
@@ -364,6 +364,14 @@ def run_action(spec: ActionSpec, config: ExecConfig) -> Outcome:
         if _remote_warnings:
             outcome.warnings, _remote_warnings[:] = list(_remote_warnings), []
     return outcome
+
+
+def _holder_or_none(leases: LeaseStore, key: str) -> Holder | None:
+    """Who holds the lease now, if the lease store can say (a remote one may be down by now)."""
+    try:
+        return leases.holder(key)
+    except RemoteLeaseError:
+        return None
 
 
 def _single_flight(spec: ActionSpec, config: ExecConfig, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, slot: ActionSlot, box: sandbox.Sandbox) -> Outcome:
