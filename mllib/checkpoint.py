@@ -6,6 +6,7 @@ The npz is written with fixed zip timestamps (unlike `np.savez`), so equal param
 import json
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,15 @@ CONFIG_NAME = "config.json"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def flatten(params: Params, prefix: str = "") -> dict[str, np.ndarray]:
-    """Nested dict of arrays -> {"layers.wq": array, ...} as host numpy arrays."""
-    flat: dict[str, np.ndarray] = {}
+def flatten(params: Params, prefix: str = "", leaf: Callable[[Any], Any] = np.asarray) -> dict[str, Any]:
+    """Nested dict of arrays -> {"layers.wq": leaf(array), ...}, by default host numpy arrays."""
+    flat: dict[str, Any] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
+            flat.update(flatten(value, f"{name}.", leaf))
         else:
-            flat[name] = np.asarray(value)
+            flat[name] = leaf(value)
     return flat
 
 

@@ -145,8 +145,8 @@ def load_progress(
 ) -> Progress | None:
     """The newest progress checkpoint in `work_dir` that passes every check, or None; skips (and logs) the rest.
 
-    `params_like` and `opt_state_like` are freshly initialised trees: a checkpoint must have exactly
-    their leaf names, shapes and dtypes, and `fingerprint` must equal the one it was saved with.
+    `params_like` and `opt_state_like` are freshly initialised trees, or their jax.eval_shape: a
+    checkpoint must have exactly their leaf names, shapes and dtypes, and `fingerprint` must equal the one it was saved with.
     """
     for step, path in step_dirs(work_dir):
         try:
@@ -171,8 +171,9 @@ def read_progress(path: Path, step: int, fingerprint: dict, params_like: Params,
     for name in DATA_FILES:
         if _file_digest(path / name) != state["files"][name]:
             raise BadProgress(f"{name} does not match the size and sha256 in {STATE_NAME}")
-    params = unflatten(_checked_arrays(path / PARAMS_NAME, flatten(params_like)))
-    leaves = _checked_arrays(path / OPT_STATE_NAME, flatten_tree(opt_state_like))
+    params = unflatten(_checked_arrays(path / PARAMS_NAME, flatten(params_like, leaf=_spec)))
+    opt_specs = {jax.tree_util.keystr(k): _spec(leaf) for k, leaf in jax.tree_util.tree_flatten_with_path(opt_state_like)[0]}
+    leaves = _checked_arrays(path / OPT_STATE_NAME, opt_specs)
     treedef = jax.tree_util.tree_structure(opt_state_like)
     opt_state = jax.tree_util.tree_unflatten(treedef, list(leaves.values()))
     make_rng(state["rng"])
@@ -185,16 +186,21 @@ def read_progress(path: Path, step: int, fingerprint: dict, params_like: Params,
     return Progress(step, params, opt_state, state["rng"], window, last_loss, metrics)
 
 
-def _checked_arrays(path: Path, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The arrays of an npz in the order of `like`, which they must match exactly in names, shapes and dtypes."""
+def _spec(leaf: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of an array or a jax.ShapeDtypeStruct."""
+    return tuple(leaf.shape), np.dtype(leaf.dtype)
+
+
+def _checked_arrays(path: Path, specs: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, np.ndarray]:
+    """The arrays of an npz in the order of `specs`, which they must match exactly in names, shapes and dtypes."""
     arrays = read_npz(path)
-    if sorted(arrays) != sorted(like):
-        missing, extra = sorted(set(like) - set(arrays)), sorted(set(arrays) - set(like))
+    if sorted(arrays) != sorted(specs):
+        missing, extra = sorted(set(specs) - set(arrays)), sorted(set(arrays) - set(specs))
         raise BadProgress(f"{path.name} has other arrays than expected (missing {missing[:3]}, unexpected {extra[:3]})")
-    for name, ref in like.items():
-        if arrays[name].shape != ref.shape or arrays[name].dtype != ref.dtype:
-            raise BadProgress(f"{path.name}: {name} is {arrays[name].dtype}{list(arrays[name].shape)}, expected {ref.dtype}{list(ref.shape)}")
-    return {name: arrays[name] for name in like}
+    for name, (shape, dtype) in specs.items():
+        if _spec(arrays[name]) != (shape, dtype):
+            raise BadProgress(f"{path.name}: {name} is {arrays[name].dtype}{list(arrays[name].shape)}, expected {dtype}{list(shape)}")
+    return {name: arrays[name] for name in specs}
 
 
 def _file_digest(path: Path) -> dict:

@@ -83,9 +83,9 @@ def train(
     if len(tokens) <= model.seq_len:
         raise ValueError(f"train split has {len(tokens)} tokens, need more than seq_len={model.seq_len}")
 
-    params = init_params(model, jax.random.key(cfg.seed))
-    optimizer = make_optimizer(cfg, params)
-    opt_state = optimizer.init(params)
+    key = jax.random.key(cfg.seed)
+    params_shape = jax.eval_shape(partial(init_params, model), key)  # no compute: a resumed run never needs the init
+    optimizer = make_optimizer(cfg, params_shape)
     schedule = lr_schedule(cfg)
 
     @partial(jax.jit, donate_argnums=(0, 1))
@@ -94,14 +94,15 @@ def train(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    fingerprint = run_fingerprint(model, cfg, tokens) if work_dir is not None else {}
-    progress = Progress(0, params, opt_state, np.random.default_rng(cfg.seed).bit_generator.state, [], None, [])
+    progress, fingerprint = None, {}
     if work_dir is not None:
-        resumed = load_progress(work_dir, fingerprint, params, opt_state, log)
-        if resumed is not None:
-            progress = resumed
-            if log:
-                log(f"resuming from step {resumed.step}")
+        fingerprint = run_fingerprint(model, cfg, tokens)
+        progress = load_progress(work_dir, fingerprint, params_shape, jax.eval_shape(optimizer.init, params_shape), log)
+        if progress is not None and log:
+            log(f"resuming from step {progress.step}")
+    if progress is None:
+        params = init_params(model, key)
+        progress = Progress(0, params, optimizer.init(params), np.random.default_rng(cfg.seed).bit_generator.state, [], None, [])
     params, opt_state = jax.device_put((progress.params, progress.opt_state))
     rng = make_rng(progress.rng_state)
     window, last_loss, lines = progress.window, progress.last_loss, progress.metrics
