@@ -91,47 +91,71 @@ def checkpoint_cost(name: str, model: LlamaConfig, cfg: TrainConfig, work: Path,
 
 
 def step_time(model: LlamaConfig, cfg: TrainConfig, data: Path, out: Path, steps: int) -> float:
-    """Seconds per optimizer step after compilation, from train()'s own log of elapsed times."""
+    """Seconds per optimizer step after compilation, timed at train()'s log lines."""
     from mllib.train import train
 
     stamps: list[float] = []
     short = replace(cfg, steps=steps, warmup_steps=1, log_every=1)
-    train(model, short, data, out, log=lambda line: stamps.append(float(line.split()[-1][:-1])) if line.startswith("step ") else None)
-    return (stamps[-1] - stamps[1]) / (len(stamps) - 2)
+    train(model, short, data, out, log=lambda line: stamps.append(time.perf_counter()) if line.startswith("step ") else None)
+    return (stamps[-1] - stamps[1]) / (len(stamps) - 2)  # from the end of step 2: the first includes compiling
 
 
-def start_child(model: LlamaConfig, cfg: TrainConfig, data: Path, out: Path, work: Path | None, log: Path) -> subprocess.Popen:
+def start_child(
+    model: LlamaConfig, cfg: TrainConfig, data: Path, out: Path, work: Path | None, log: Path, compile_cache: Path | None
+) -> subprocess.Popen:
+    """train() in a fresh interpreter; with compile_cache, JAX's persistent compilation cache lives there."""
     spec = {"model": asdict(model), "train": asdict(cfg), "data": str(data), "out": str(out), "work": str(work or ""), "log": str(log)}
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if compile_cache:
+        env |= {"JAX_COMPILATION_CACHE_DIR": str(compile_cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(spec)], env=env)
 
 
-def wait_for_line(log: Path, prefix: str, child: subprocess.Popen) -> None:
+def reap(child: subprocess.Popen) -> float:
+    """Wait for the child; returns the CPU seconds (user + system) it used, steadier than wall time on a shared machine."""
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wait_for_line(log: Path, prefix: str, child: subprocess.Popen) -> float:
+    """Poll the child's log until a line starts with prefix; returns the time it was seen."""
     while not (log.exists() and any(line.startswith(prefix) for line in log.read_text().splitlines())):
         if child.poll() is not None:
             raise SystemExit(f"child exited {child.returncode} before logging {prefix!r}")
         time.sleep(0.02)
+    return time.perf_counter()
 
 
-def kill_and_resume(model: LlamaConfig, cfg: TrainConfig, data: Path, root: Path, kill_at: float) -> dict:
-    """Wall times of an uninterrupted run, a run killed at kill_at of its steps, and its resumption."""
+def kill_and_resume(model: LlamaConfig, cfg: TrainConfig, data: Path, root: Path, kill_at: float, compile_cache: bool) -> dict:
+    """Wall times of an uninterrupted run, a run killed at kill_at of its steps, and its resumption.
+
+    With compile_cache, the uninterrupted run starts with an empty cache and the killed run fills
+    the one its resumption reads, as a first attempt would for the second.
+    """
     root.mkdir(parents=True)
+    plain_cache, work_cache = (root / "cache-plain", root / "cache-work") if compile_cache else (None, None)
     t = time.perf_counter()
-    start_child(model, cfg, data, root / "plain", None, root / "plain.log").wait()
+    plain_cpu = reap(start_child(model, cfg, data, root / "plain", None, root / "plain.log", plain_cache))
     plain = time.perf_counter() - t
     kill_step = int(cfg.steps * kill_at)
     t = time.perf_counter()
-    child = start_child(model, cfg, data, root / "killed", root / "work", root / "killed.log")
+    child = start_child(model, cfg, data, root / "killed", root / "work", root / "killed.log", work_cache)
+    first_checkpoint = wait_for_line(root / "killed.log", "progress checkpoint", child) - t
     wait_for_line(root / "killed.log", f"step {kill_step}/", child)  # log_every must divide kill_step
     os.kill(child.pid, signal.SIGKILL)
-    child.wait()
+    killed_cpu = reap(child)
     killed = time.perf_counter() - t
     t = time.perf_counter()
-    start_child(model, cfg, data, root / "resumed", root / "work", root / "resumed.log").wait()
+    resumed_cpu = reap(start_child(model, cfg, data, root / "resumed", root / "work", root / "resumed.log", work_cache))
     resumed = time.perf_counter() - t
     same = all((root / "resumed" / f).read_bytes() == (root / "plain" / f).read_bytes() for f in ("checkpoint/params.npz", "metrics.jsonl"))
     resumed_from = [line for line in (root / "resumed.log").read_text().splitlines() if line.startswith("resuming")]
-    return {"plain_s": plain, "killed_after_s": killed, "resume_s": resumed, "ratio": resumed / plain, "identical": same, "log": resumed_from}
+    return {
+        "plain_s": plain, "first_checkpoint_s": first_checkpoint, "killed_after_s": killed, "resume_s": resumed, "ratio": resumed / plain,
+        "plain_cpu": plain_cpu, "killed_cpu": killed_cpu, "resume_cpu": resumed_cpu, "cpu_ratio": resumed_cpu / plain_cpu,
+        "identical": same, "log": resumed_from,
+    }
 
 
 def main() -> None:
@@ -141,7 +165,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="steps timed per size in part 1")
     parser.add_argument("--kill-at", type=float, default=0.7)
     parser.add_argument("--checkpoint-every", type=int, default=None, help="override the tiny preset's value in part 2")
+    parser.add_argument("--tiny-steps", type=int, default=None, help="override the tiny preset's steps in part 2 (warmup: a tenth)")
     parser.add_argument("--skip-kill", action="store_true")
+    parser.add_argument("--compile-cache", action="store_true", help="part 2 with JAX's persistent compilation cache")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_resume_") as tmp:
         root = Path(tmp)
@@ -158,12 +184,17 @@ def main() -> None:
                 flush=True,
             )
         if not args.skip_kill:
-            cfg = TINY.train if args.checkpoint_every is None else replace(TINY.train, checkpoint_every=args.checkpoint_every)
-            result = kill_and_resume(TINY.model, cfg, data, root / "kill", args.kill_at)
+            cfg = TINY.train
+            if args.checkpoint_every is not None:
+                cfg = replace(cfg, checkpoint_every=args.checkpoint_every)
+            if args.tiny_steps is not None:
+                cfg = replace(cfg, steps=args.tiny_steps, warmup_steps=args.tiny_steps // 10)
+            result = kill_and_resume(TINY.model, cfg, data, root / "kill", args.kill_at, args.compile_cache)
             print(
-                f"tiny kill at {args.kill_at:.0%} (checkpoint_every {cfg.checkpoint_every}): uninterrupted {result['plain_s']:.1f}s, "
-                f"killed after {result['killed_after_s']:.1f}s, resume {result['resume_s']:.1f}s = {result['ratio']:.0%} "
-                f"of uninterrupted; identical outputs: {result['identical']}; {result['log']}"
+                f"tiny {cfg.steps} steps, kill at {args.kill_at:.0%} (checkpoint_every {cfg.checkpoint_every}, compile cache {args.compile_cache}): "
+                f"uninterrupted {result['plain_s']:.1f}s, first checkpoint after {result['first_checkpoint_s']:.1f}s, killed after {result['killed_after_s']:.1f}s, resume {result['resume_s']:.1f}s = {result['ratio']:.0%} "
+                f"of uninterrupted; CPU {result['plain_cpu']:.1f}s / killed {result['killed_cpu']:.1f}s / resume {result['resume_cpu']:.1f}s "
+                f"= {result['cpu_ratio']:.0%}; identical outputs: {result['identical']}; {result['log']}"
             )
 
 

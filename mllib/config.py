@@ -45,7 +45,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 10
-    checkpoint_every: int = 100  # steps between progress checkpoints when train() has a work_dir; 0: none
+    checkpoint_every: int = 50  # steps between progress checkpoints when train() has a work_dir (0: none)
 
     def __post_init__(self) -> None:
         if not 0 <= self.warmup_steps < self.steps:

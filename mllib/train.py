@@ -53,8 +53,31 @@ def sample_windows(tokens: np.ndarray, rng: np.random.Generator, batch_size: int
 def run_fingerprint(model: LlamaConfig, cfg: TrainConfig, tokens: np.ndarray) -> dict:
     """What a progress checkpoint must have been written under to be resumed: configs and data, not checkpoint_every."""
     train_fields = {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every"}
-    data = {"dtype": tokens.dtype.name, "tokens": len(tokens), "sha256": hashlib.sha256(tokens.tobytes()).hexdigest()}
+    data = {"dtype": tokens.dtype.name, "tokens": len(tokens), "sha256": hashlib.sha256(memoryview(np.ascontiguousarray(tokens)).cast("B")).hexdigest()}
     return {"model": asdict(model), "train": train_fields, "data": data}
+
+
+def start_progress(
+    model: LlamaConfig,
+    cfg: TrainConfig,
+    optimizer: optax.GradientTransformation,
+    work_dir: Path | None,
+    fingerprint: dict,
+    log: Callable[[str], None] | None,
+) -> Progress:
+    """The newest usable progress checkpoint in work_dir, else step 0: the init from the seed, as without a work_dir."""
+    key = jax.random.key(cfg.seed)
+    if work_dir is not None:
+        params_shape = jax.eval_shape(partial(init_params, model), key)
+        opt_state_shape = jax.eval_shape(optimizer.init, params_shape)
+        resumed = load_progress(work_dir, fingerprint, params_shape, opt_state_shape, log)
+        if log:
+            log(f"resuming from step {resumed.step}" if resumed else "no usable progress checkpoint: starting from step 0")
+        if resumed is not None:
+            return resumed
+    params = init_params(model, key)
+    rng_state = np.random.default_rng(cfg.seed).bit_generator.state
+    return Progress(0, params, optimizer.init(params), rng_state, window=[], last_loss=None, metrics=[])
 
 
 def train(
@@ -83,10 +106,11 @@ def train(
     if len(tokens) <= model.seq_len:
         raise ValueError(f"train split has {len(tokens)} tokens, need more than seq_len={model.seq_len}")
 
-    key = jax.random.key(cfg.seed)
-    params_shape = jax.eval_shape(partial(init_params, model), key)  # no compute: a resumed run never needs the init
-    optimizer = make_optimizer(cfg, params_shape)
+    # built from shapes alone: a resumed run never computes the init (the decay mask needs only the tree's paths)
+    optimizer = make_optimizer(cfg, jax.eval_shape(partial(init_params, model), jax.random.key(cfg.seed)))
     schedule = lr_schedule(cfg)
+    fingerprint = run_fingerprint(model, cfg, tokens) if work_dir is not None else {}
+    progress = start_progress(model, cfg, optimizer, work_dir, fingerprint, log)
 
     @partial(jax.jit, donate_argnums=(0, 1))
     def step_fn(params: Params, opt_state: optax.OptState, batch: jax.Array):
@@ -94,15 +118,6 @@ def train(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    progress, fingerprint = None, {}
-    if work_dir is not None:
-        fingerprint = run_fingerprint(model, cfg, tokens)
-        progress = load_progress(work_dir, fingerprint, params_shape, jax.eval_shape(optimizer.init, params_shape), log)
-        if progress is not None and log:
-            log(f"resuming from step {progress.step}")
-    if progress is None:
-        params = init_params(model, key)
-        progress = Progress(0, params, optimizer.init(params), np.random.default_rng(cfg.seed).bit_generator.state, [], None, [])
     params, opt_state = jax.device_put((progress.params, progress.opt_state))
     rng = make_rng(progress.rng_state)
     window, last_loss, lines = progress.window, progress.last_loss, progress.metrics
