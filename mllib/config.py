@@ -45,7 +45,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 10
+    checkpoint_every: int = 50  # steps between progress checkpoints when train() has a work_dir (0: none)
 
     def __post_init__(self) -> None:
         if not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"need 0 <= warmup_steps < steps, got {self.warmup_steps} and {self.steps}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"need checkpoint_every >= 0 (0: no progress checkpoints), got {self.checkpoint_every}")

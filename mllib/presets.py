@@ -32,7 +32,7 @@ TINY = Preset(
     vocab_size=512,
     shard_tokens=32_768,
     model=LlamaConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=2, d_ff=176, seq_len=64),
-    train=TrainConfig(steps=200, batch_size=16, learning_rate=5e-3, warmup_steps=20, seed=0, log_every=10),
+    train=TrainConfig(steps=200, batch_size=16, learning_rate=5e-3, warmup_steps=20, seed=0, log_every=10, checkpoint_every=20),
     eval_batch_size=32,
     eval_max_windows=128,
 )
