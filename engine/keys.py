@@ -18,6 +18,7 @@ from .digests import digest_bytes
 from .encoding import encode
 
 KEY_FORMAT = "mbuild-action/2"
+PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"  # "3.12": what the workers run too
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,11 @@ class KeyParts:
         return digest_bytes(
             encode(
                 [
-                    KEY_FORMAT, self.salt, self.rule, self.code, [list(p) for p in self.packages], self.python,
+                    KEY_FORMAT, self.salt, self.rule, self.code, self.packages, self.python,
                     self.config, list(self.outputs), self.inputs, self.env,
                 ]
             )
         )
-
-
-def python_version() -> str:
-    """The running interpreter's minor version ("3.12"): what the actions' workers run."""
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def file_input(relpath: str, digest: str) -> list:

@@ -29,7 +29,7 @@ from .events import CACHE_HIT, FAILED, RAN, SKIPPED, ActionEvent, Console, Event
 from .execute import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran, RemoteLeaseError, lease_store, open_stores, run_action
 from .leases import LEASE_LOST_EXIT_CODE, Holder
 from .graph import Graph
-from .keys import KEY_FORMAT, KeyParts, file_input, python_version, tree_input
+from .keys import KEY_FORMAT, PYTHON_VERSION, KeyParts, file_input, tree_input
 from .labels import Label
 from .materialize import Materializer
 from .model import SourceFile, Target, map_labels
@@ -494,7 +494,7 @@ class Scheduler:
             rule=f"{node.rule.identity}@{node.rule.version}",
             code=code.digest,
             packages=code.packages,
-            python=python_version(),
+            python=PYTHON_VERSION,
             config=node.config_bytes,
             outputs=node.outputs,
             inputs={k: map_labels(v, describe) for k, v in node.deps.items()},

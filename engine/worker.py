@@ -11,7 +11,9 @@ Nothing a worker starts outlives it, nor the driver (on Linux):
   hold one, sent just before the driver died);
 - a reaper, forked once at start, waits for the worker's death (its own parent-death signal)
   and then SIGKILLs the worker's process group: an action's shell and that shell's background
-  children die even when the worker itself was SIGKILLed. A process that leaves the group
+  children die even when the worker itself was SIGKILLed. A signal rather than a pipe from the
+  worker: a pipe's end would be inherited by whatever an action forks without exec'ing, and
+  the reaper would not see the worker die while that lives. A process that leaves the group
   (setsid, a shell's job control) is not followed.
 """
 
