@@ -3,6 +3,7 @@ shell's background children, even when the builder and the worker are SIGKILLed 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -63,47 +64,45 @@ def _builder(ws, label: str) -> subprocess.Popen:
     )
 
 
-def test_sigkill_of_the_builder_ends_its_workers_shells_and_their_children(ws):
+@contextlib.contextmanager
+def _hanging_build(ws):
+    """A build whose one action blocks: yields the builder and the pids of its worker, the action's
+    shell and the shell's background sleep; kills whatever is left at the end."""
     pidfile = ws.root / "pids"
     ws.build_file("p", HANG.format(name="hang", pids=pidfile, tail="wait"))
     proc = _builder(ws, "//p:hang")
     pids: dict[str, int] = {}
     try:
         shell, worker, sleeper = map(int, _wait_for(pidfile, proc).split())
-        pids = {"worker": worker, "shell": shell, "background sleep": sleeper}
+        pids.update({"worker": worker, "shell": shell, "background sleep": sleeper})
         assert "mbuild.worker" in Path(f"/proc/{worker}/cmdline").read_text()  # the shell's parent is the worker
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
-        assert proc.returncode == -signal.SIGKILL
-        _assert_all_end(pids)
+        yield proc, pids
     finally:
         _kill_leftovers(pids)
         if proc.poll() is None:
             proc.kill()
+
+
+def test_sigkill_of_the_builder_ends_its_workers_shells_and_their_children(ws):
+    with _hanging_build(ws) as (proc, pids):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        _assert_all_end(pids)
 
 
 def test_sigkill_of_a_worker_ends_its_shell_and_their_children_without_the_driver(ws):
     """The worker dies first (the OOM killer's way) while the driver is stopped and can clean up
     nothing: the worker's reaper ends the rest. Resumed, the build reports the worker's death."""
-    pidfile = ws.root / "pids"
-    ws.build_file("p", HANG.format(name="hang", pids=pidfile, tail="wait"))
-    proc = _builder(ws, "//p:hang")
-    pids: dict[str, int] = {}
-    try:
-        shell, worker, sleeper = map(int, _wait_for(pidfile, proc).split())
-        pids = {"shell": shell, "background sleep": sleeper}
+    with _hanging_build(ws) as (proc, pids):
         os.kill(proc.pid, signal.SIGSTOP)
         try:
-            os.kill(worker, signal.SIGKILL)
+            os.kill(pids["worker"], signal.SIGKILL)
             _assert_all_end(pids)
         finally:
             os.kill(proc.pid, signal.SIGCONT)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 1 and "worker process was killed by SIGKILL" in out + err
-    finally:
-        _kill_leftovers(pids)
-        if proc.poll() is None:
-            proc.kill()
 
 
 def test_a_background_process_left_by_a_finished_action_ends_with_the_build(ws):
