@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .digests import digest_bytes, digest_file
@@ -22,16 +22,23 @@ from .dists import Distributions
 from .encoding import encode
 
 _ENGINE_PACKAGE = "mbuild"
+PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"  # "3.12": what the workers run too
 
 
 @dataclass(frozen=True)
 class CodePrint:
-    """The digest over (module name, source digest) pairs, and those pairs for `explain`; and the
-    (distribution, version) pairs of the third-party packages those modules import."""
+    """A rule's code and what runs it: the digest over (module name, source digest) pairs and
+    those pairs, the (distribution, version) pairs of the third-party packages those modules
+    import, and the Python minor version. `key` digests all of it, once: what action keys hold."""
 
     digest: str
     modules: tuple[tuple[str, str], ...]
     packages: tuple[tuple[str, str], ...] = ()
+    python: str = PYTHON_VERSION
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", digest_bytes(encode([self.digest, self.packages, self.python])))
 
 
 class CodePrinter:

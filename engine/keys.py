@@ -10,23 +10,20 @@ workspace location, host, user, time, resources, the platform or the CPU count.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
+from .codeprint import CodePrint
 from .digests import digest_bytes
 from .encoding import encode
 
 KEY_FORMAT = "mbuild-action/2"
-PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"  # "3.12": what the workers run too
 
 
 @dataclass(frozen=True)
 class KeyParts:
     rule: str  # "module:qualname@version"
-    code: str  # code fingerprint digest
-    packages: tuple[tuple[str, str], ...]  # (distribution, version) of the third-party packages the code imports
-    python: str  # the interpreter's minor version, "3.12"
+    code: CodePrint  # the code's sources, the third-party versions it imports, the Python minor version
     config: bytes  # canonical encoding of the configuration attributes
     outputs: tuple[str, ...]
     inputs: dict[str, Any]  # attribute -> structure of ["file", relpath, digest] / ["tree", label, digest]
@@ -36,10 +33,7 @@ class KeyParts:
     def key(self) -> str:
         return digest_bytes(
             encode(
-                [
-                    KEY_FORMAT, self.salt, self.rule, self.code, self.packages, self.python,
-                    self.config, list(self.outputs), self.inputs, self.env,
-                ]
+                [KEY_FORMAT, self.salt, self.rule, self.code.key, self.config, list(self.outputs), self.inputs, self.env]
             )
         )
 

@@ -29,7 +29,7 @@ from .events import CACHE_HIT, FAILED, RAN, SKIPPED, ActionEvent, Console, Event
 from .execute import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran, RemoteLeaseError, lease_store, open_stores, run_action
 from .leases import LEASE_LOST_EXIT_CODE, Holder
 from .graph import Graph
-from .keys import KEY_FORMAT, PYTHON_VERSION, KeyParts, file_input, tree_input
+from .keys import KEY_FORMAT, KeyParts, file_input, tree_input
 from .labels import Label
 from .materialize import Materializer
 from .model import SourceFile, Target, map_labels
@@ -489,12 +489,9 @@ class Scheduler:
                 return file_input(dep.relpath, self.status[d].digest)
             return tree_input(str(label), self.status[d].digest)
 
-        code = self.codeprinter.fingerprint(node.code_modules())
         return KeyParts(
             rule=f"{node.rule.identity}@{node.rule.version}",
-            code=code.digest,
-            packages=code.packages,
-            python=PYTHON_VERSION,
+            code=self.codeprinter.fingerprint(node.code_modules()),
             config=node.config_bytes,
             outputs=node.outputs,
             inputs={k: map_labels(v, describe) for k, v in node.deps.items()},
@@ -531,7 +528,7 @@ class Scheduler:
         previous = self.db.get_label(str(node.label))
         if previous is None:
             return "never built"
-        now = _parts_record(node, parts, self.codeprinter)
+        now = _parts_record(node, parts)
         changes = []
         if previous.get("format", "mbuild-action/1") != now["format"]:
             changes.append(f"key format changed (mbuild upgraded): {previous.get('format', 'mbuild-action/1')} -> {now['format']}")
@@ -573,7 +570,7 @@ class Scheduler:
         records = {}
         for label in changed:
             i = keyed[label]
-            records[label] = _parts_record(self.graph.order[i], self.status[i].parts, self.codeprinter) | {"key": self.status[i].key}
+            records[label] = _parts_record(self.graph.order[i], self.status[i].parts) | {"key": self.status[i].key}
         self.db.put_labels(records)
 
     # --- the end ---------------------------------------------------------------------------------
@@ -622,15 +619,15 @@ class Scheduler:
 _EVENT_STATUS = {State.RAN: RAN, State.HIT: CACHE_HIT, State.FAILED: FAILED, State.SKIPPED: SKIPPED}
 
 
-def _parts_record(node: Target, parts: KeyParts, codeprinter: CodePrinter) -> dict:
+def _parts_record(node: Target, parts: KeyParts) -> dict:
     return {
         "salt": digest_bytes(parts.salt.encode()),
         "rule": parts.rule,
         "format": KEY_FORMAT,
-        "code": parts.code,
-        "modules": [list(p) for p in codeprinter.fingerprint(node.code_modules()).modules],
-        "python": parts.python,
-        "packages": dict(parts.packages),
+        "code": parts.code.digest,
+        "modules": [list(p) for p in parts.code.modules],
+        "python": parts.code.python,
+        "packages": dict(parts.code.packages),
         "config": {k: [digest_bytes(encode(v)), _short(v)] for k, v in node.config.items()},
         "inputs": {k: digest_bytes(encode(v)) for k, v in parts.inputs.items()},
         "env": digest_bytes(encode(parts.env)),
