@@ -3,7 +3,8 @@
 A rule's implementation module goes into its actions' keys by content, together with every
 module it imports (transitively, found statically with `ast`) whose source lives under a code
 root: the workspace root and the directory holding the rule's own top-level package. Third-party
-packages (site-packages) and mbuild itself are not followed; a rule's `version` covers them.
+packages (site-packages) are not followed: the versions of the distributions providing what
+those modules import are recorded instead (stdlib modules and mbuild itself are neither).
 Enclosing packages' `__init__.py` files are included by content but their imports are not
 followed, so one rule module's edit does not rerun its sibling rules.
 """
@@ -13,28 +14,39 @@ from __future__ import annotations
 import ast
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .digests import digest_bytes, digest_file
+from .dists import Distributions
 from .encoding import encode
 
 _ENGINE_PACKAGE = "mbuild"
+PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"  # "3.12": what the workers run too
 
 
 @dataclass(frozen=True)
 class CodePrint:
-    """The digest over (module name, source digest) pairs, and those pairs for `explain`."""
+    """A rule's code and what runs it: the digest over (module name, source digest) pairs and
+    those pairs, the (distribution, version) pairs of the third-party packages those modules
+    import, and the Python minor version. `key` digests all of it, once: what action keys hold."""
 
     digest: str
     modules: tuple[tuple[str, str], ...]
+    packages: tuple[tuple[str, str], ...] = ()
+    python: str = PYTHON_VERSION
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", digest_bytes(encode([self.digest, self.packages, self.python])))
 
 
 class CodePrinter:
     """Computes and memoises code fingerprints within one process."""
 
-    def __init__(self, workspace_root: Path):
+    def __init__(self, workspace_root: Path, dists: Distributions | None = None):
         self._roots: list[Path] = [workspace_root]
+        self._dists = dists or Distributions(None)
         self._files: dict[str, tuple[Path, bool] | None] = {}
         self._parsed: dict[Path, tuple[str, tuple[str, ...]]] = {}
         self._prints: dict[tuple[str, ...], CodePrint] = {}
@@ -47,6 +59,7 @@ class CodePrinter:
         for name in seeds:
             self._add_root_of(name)
         closure: dict[str, str] = {}
+        outside: set[str] = set()  # top-level names imported that are not project modules
         todo = list(seeds)
         while todo:
             name = todo.pop()
@@ -54,6 +67,7 @@ class CodePrinter:
                 continue
             found = self._find(name)
             if found is None:
+                outside.add(name.partition(".")[0])
                 continue
             path, is_package = found
             file_digest, imports = self._parse(path, name, is_package)
@@ -66,9 +80,17 @@ class CodePrinter:
                     closure[parent] = self._parse(pf[0], parent, True)[0]
             todo.extend(m for m in imports if m not in closure)
         pairs = tuple(sorted(closure.items()))
-        result = CodePrint(digest_bytes(encode([list(p) for p in pairs])), pairs)
+        result = CodePrint(digest_bytes(encode([list(p) for p in pairs])), pairs, self._packages(outside))
         self._prints[seeds] = result
         return result
+
+    def _packages(self, tops: set[str]) -> tuple[tuple[str, str], ...]:
+        """The installed distributions that provide these import names (third-party ones only)."""
+        found: set[tuple[str, str]] = set()
+        for top in tops:
+            if top != _ENGINE_PACKAGE and top not in sys.stdlib_module_names and self._find(top) is None:
+                found.update(self._dists.providing(top))
+        return tuple(sorted(found))
 
     def _add_root_of(self, module: str) -> None:
         """A rule module installed outside the workspace brings its own top-level package as a root."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .codeprint import CodePrinter
+from .dists import Distributions
 from .digests import digest_bytes
 from .encoding import encode
 from .errors import BlobUnavailableError, MbuildError, OutputPathTaken
@@ -28,7 +29,7 @@ from .events import CACHE_HIT, FAILED, RAN, SKIPPED, ActionEvent, Console, Event
 from .execute import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran, RemoteLeaseError, lease_store, open_stores, run_action
 from .leases import LEASE_LOST_EXIT_CODE, Holder
 from .graph import Graph
-from .keys import KeyParts, file_input, tree_input
+from .keys import KEY_FORMAT, KeyParts, file_input, tree_input
 from .labels import Label
 from .materialize import Materializer
 from .model import SourceFile, Target, map_labels
@@ -125,7 +126,7 @@ class Scheduler:
         self.cas, self.db = open_stores(str(workspace.cache_dir))
         if self.db.read_only:
             self.console.error(f"warning: the local cache {workspace.relpath(workspace.cache_dir)} is read-only: cached results are served, nothing new is recorded")
-        self.codeprinter = CodePrinter(workspace.root)
+        self.codeprinter = CodePrinter(workspace.root, Distributions(None if self.db.read_only else workspace.cache_dir))
         self.remote_config = remote_config(workspace, options)
         self.build_id = uuid.uuid4().hex  # the build's processes share what they learn about the remote under it
         self.remote = None
@@ -490,7 +491,7 @@ class Scheduler:
 
         return KeyParts(
             rule=f"{node.rule.identity}@{node.rule.version}",
-            code=self.codeprinter.fingerprint(node.code_modules()).digest,
+            code=self.codeprinter.fingerprint(node.code_modules()),
             config=node.config_bytes,
             outputs=node.outputs,
             inputs={k: map_labels(v, describe) for k, v in node.deps.items()},
@@ -527,10 +528,16 @@ class Scheduler:
         previous = self.db.get_label(str(node.label))
         if previous is None:
             return "never built"
-        now = _parts_record(node, parts, self.codeprinter)
+        now = _parts_record(node, parts)
         changes = []
+        if previous.get("format", "mbuild-action/1") != now["format"]:
+            changes.append(f"key format changed (mbuild upgraded): {previous.get('format', 'mbuild-action/1')} -> {now['format']}")
         if previous.get("salt") != now["salt"]:
             changes.append("workspace salt changed")
+        if "python" in previous and previous["python"] != now["python"]:
+            changes.append(f"Python {previous['python']} → {now['python']}")
+        if "packages" in previous:
+            changes.extend(_package_changes(previous["packages"], now["packages"]))
         if previous.get("rule") != now["rule"]:
             changes.append(f"rule changed: {previous.get('rule')} -> {now['rule']}")
         if previous.get("code") != now["code"]:
@@ -563,7 +570,7 @@ class Scheduler:
         records = {}
         for label in changed:
             i = keyed[label]
-            records[label] = _parts_record(self.graph.order[i], self.status[i].parts, self.codeprinter) | {"key": self.status[i].key}
+            records[label] = _parts_record(self.graph.order[i], self.status[i].parts) | {"key": self.status[i].key}
         self.db.put_labels(records)
 
     # --- the end ---------------------------------------------------------------------------------
@@ -612,17 +619,29 @@ class Scheduler:
 _EVENT_STATUS = {State.RAN: RAN, State.HIT: CACHE_HIT, State.FAILED: FAILED, State.SKIPPED: SKIPPED}
 
 
-def _parts_record(node: Target, parts: KeyParts, codeprinter: CodePrinter) -> dict:
+def _parts_record(node: Target, parts: KeyParts) -> dict:
     return {
         "salt": digest_bytes(parts.salt.encode()),
         "rule": parts.rule,
-        "code": parts.code,
-        "modules": [list(p) for p in codeprinter.fingerprint(node.code_modules()).modules],
+        "format": KEY_FORMAT,
+        "code": parts.code.digest,
+        "modules": [list(p) for p in parts.code.modules],
+        "python": parts.code.python,
+        "packages": dict(parts.code.packages),
         "config": {k: [digest_bytes(encode(v)), _short(v)] for k, v in node.config.items()},
         "inputs": {k: digest_bytes(encode(v)) for k, v in parts.inputs.items()},
         "env": digest_bytes(encode(parts.env)),
         "outputs": list(parts.outputs),
     }
+
+
+def _package_changes(before: dict, now: dict) -> list[str]:
+    """`jax 0.6.0 → 0.6.1` for each distribution whose version changed, appeared or went."""
+    return [
+        f"{name} {before.get(name, '(none)')} → {now.get(name, '(none)')}"
+        for name in sorted(before.keys() | now.keys())
+        if before.get(name) != now.get(name)
+    ]
 
 
 def _short(value: Any, limit: int = 60) -> str:

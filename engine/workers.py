@@ -1,9 +1,10 @@
 """A pool of worker processes that run actions, any one of which can be stopped.
 
-Each worker is a fresh interpreter (`python -m mbuild.worker`) talking to the driver over a
-socket pair, in its own session: stopping an action kills the worker's process group, so a shell
-command's children go with it, and Ctrl-C at the terminal reaches only the driver, which decides
-what to stop. Workers die with the driver (PR_SET_PDEATHSIG on Linux). One slot thread per worker
+Each worker is a fresh interpreter (`python -m mbuild.worker FD DRIVER_PID`) talking to the
+driver over a socket pair, in its own session: stopping an action kills the worker's process
+group, so a shell command's children go with it, and Ctrl-C at the terminal reaches only the
+driver, which decides what to stop. Workers die with the driver, and a worker's process group
+with the worker, even when either is SIGKILLed (Linux; see worker.py). One slot thread per worker
 forwards tasks and results; the driver never has a thread per action.
 """
 
@@ -134,7 +135,7 @@ class WorkerPool:
         parent, child = socket.socketpair()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "mbuild.worker", str(child.fileno())],
+                [sys.executable, "-m", "mbuild.worker", str(child.fileno()), str(os.getpid())],
                 pass_fds=[child.fileno()],
                 start_new_session=True,
                 stdin=subprocess.DEVNULL,
