@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import synth  # noqa: E402
 
-MBUILD = [sys.executable, "-m", "mbuild.cli"]
+MBUILD = [sys.executable, "-m", "mbuild.front.cli"]
 
 
 def run(cmd: list[str], cwd: Path) -> float:

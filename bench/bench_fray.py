@@ -4,7 +4,7 @@
 
 Trivial actions (write one small file) run through `run_action` in three ways:
 
-  workerpool   mbuild.workers.WorkerPool (the local path: pre-started worker processes)
+  workerpool   mbuild.runners.pool.WorkerPool (the local path: pre-started worker processes)
   fray-local   FrayExecutor("local"): fray's LocalClient, a thread of this process
   iris-local   FrayExecutor("iris-local"): a local Iris cluster started here, each action a job
                in its own process
@@ -38,10 +38,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from mbuild.execute import ActionSpec, ExecConfig, Failed, Ran, run_action  # noqa: E402
-from mbuild.fray_exec import FrayExecutor  # noqa: E402
-from mbuild.model import Resources  # noqa: E402
-from mbuild.workers import WorkerPool  # noqa: E402
+from mbuild.action.execute import ActionSpec, ExecConfig, Failed, Ran, run_action  # noqa: E402
+from mbuild.runners.fray.executor import FrayExecutor  # noqa: E402
+from mbuild.model.targets import Resources  # noqa: E402
+from mbuild.runners.pool import WorkerPool  # noqa: E402
 
 RULE = '''
 def trivial(ctx):
@@ -138,12 +138,12 @@ def bench_trivial(n: int, parallel: int, kinds: list[str]) -> dict:
 
 def bench_llama() -> None:
     """train_llama: local worker vs iris-local job, its dependencies built beforehand."""
-    from mbuild import build
-    from mbuild.graph import build_graph
-    from mbuild.loader import Loader
-    from mbuild.model import Target
-    from mbuild.scheduler import BuildOptions, Scheduler
-    from mbuild.workspace import load_workspace
+    from mbuild.front import build
+    from mbuild.model.graph import build_graph
+    from mbuild.model.loader import Loader
+    from mbuild.model.targets import Target
+    from mbuild.schedule.scheduler import BuildOptions, Scheduler
+    from mbuild.model.workspace import load_workspace
     from mbuild.labels import parse_label
 
     src = HERE.parent

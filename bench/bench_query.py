@@ -23,8 +23,8 @@ import synth
 # `mbuild` with the query command registered (whether or not engine/cli.py registers it already).
 RUNNER = """
 import sys
-from mbuild.cli import main
-from mbuild.query.command import query
+from mbuild.front.cli import main
+from mbuild.front.query.command import query
 if "query" not in main.commands:
     main.add_command(query)
 sys.argv[0] = "mbuild"

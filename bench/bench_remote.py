@@ -71,7 +71,7 @@ def workspace_toml(url: str, endpoint: str) -> str:
 def build(root: Path, target: str) -> tuple[float, dict, list[dict]]:
     events = root / "events.jsonl"
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "mbuild.cli", "build", "-q", "--events", str(events), target], cwd=root, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "mbuild.front.cli", "build", "-q", "--events", str(events), target], cwd=root, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])

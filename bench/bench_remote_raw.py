@@ -123,7 +123,7 @@ def measure(table: Table, group: str, name: str, wire: Wire, fn):
 def bench_small(n: int, endpoint: str, work: Path, concurrency: int) -> list[tuple]:
     from fsspec.asyn import _run_coros_in_chunks, sync
 
-    from mbuild.results import ActionResult, OutputFile
+    from mbuild.stores.results import ActionResult, OutputFile
     from mbuild.stores.cas import LocalCAS
     from mbuild.stores import remote
     from mbuild.stores.remote import RemoteConfig, RemoteStore

@@ -18,8 +18,8 @@ import queue
 import statistics
 import time
 
-from mbuild import worker
-from mbuild.workers import WorkerPool
+from mbuild.runners import worker_process as worker
+from mbuild.runners.pool import WorkerPool
 
 
 def one_start() -> float:

@@ -73,7 +73,7 @@ def expected_values(deps: dict[int, list[int]]) -> dict[int, int]:
 
 def builder(root: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "mbuild.cli", "build", "-q", "--jobs", "2", "//g:all"],
+        [sys.executable, "-m", "mbuild.front.cli", "build", "-q", "--jobs", "2", "//g:all"],
         cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
         start_new_session=True,
     )
@@ -83,7 +83,7 @@ def audit(cache: Path) -> tuple[int, int]:
     """(entries checked, corrupt entries): every result readable, every blob present and matching."""
     from mbuild.digests import digest_file
     from mbuild.errors import CacheCorruptError
-    from mbuild.results import ActionResult
+    from mbuild.stores.results import ActionResult
     from mbuild.stores.localdb import LocalDB
 
     db = LocalDB(cache / "db")

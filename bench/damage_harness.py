@@ -49,7 +49,7 @@ def make_workspace(root: Path) -> None:
     (root / "src").mkdir()
     (root / "src" / "input.txt").write_text("a source file\n")
     (root / "src" / "BUILD.py").write_text("")
-    lines = ["from harnessrules import node", "from rules import genrule"]
+    lines = ["from harnessrules import node", "from mbuild.rules import genrule"]
     for i in range(8):
         deps = sorted({f":n{j}" for j in (i - 1, i // 2) if 0 <= j < i})
         lines.append(f'node(name="n{i}", n={i}, size={[10, 5000, 70000][i % 3]}, deps={deps!r})')
@@ -58,7 +58,7 @@ def make_workspace(root: Path) -> None:
 
 
 def build(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mbuild.cli", "build", "-q", "//..."], cwd=root, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "mbuild.front.cli", "build", "-q", "//..."], cwd=root, capture_output=True, text=True, timeout=600)
 
 
 def outputs(root: Path) -> dict[str, bytes]:

@@ -3,12 +3,12 @@
 The pieces a BUILD file or rule module uses are importable from here.
 """
 
-from .build import build
-from .errors import ActionError, BuildFileError, EncodingError, LabelError, MbuildError, WorkspaceError
-from .execute import ActionContext
-from .labels import Label, parse_label, parse_pattern
-from .loader import glob
-from .model import Resources, Rule, attr, rule
+from mbuild.front.build import build
+from mbuild.errors import ActionError, BuildFileError, EncodingError, LabelError, MbuildError, WorkspaceError
+from mbuild.action.execute import ActionContext, resolve_rule
+from mbuild.labels import Label, parse_label, parse_pattern
+from mbuild.model.loader import glob
+from mbuild.model.targets import Resources, Rule, attr, rule
 
 __version__ = "0.1.0"
 

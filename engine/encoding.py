@@ -17,8 +17,8 @@ from enum import Enum
 from pathlib import PurePath
 from typing import Any
 
-from .errors import EncodingError
-from .labels import Label
+from mbuild.errors import EncodingError
+from mbuild.labels import Label
 
 _MAX_DEPTH = 64
 _NAN = struct.pack(">d", math.nan)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
 
-from .errors import LabelError
+from mbuild.errors import LabelError
 
 # One path segment of a package or target name. Bazel allows a few more punctuation
 # characters; this set is what file systems, shells and URLs all handle without quoting.

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from mbuild import ActionContext, attr, rule
-from mbuild.execute import resolve_rule
+from mbuild import resolve_rule
 
 # A fixed, ordinary PATH: the tools a genrule finds are part of the machine, not of the user's shell.
 GENRULE_PATH = "/usr/local/bin:/usr/bin:/bin"

@@ -30,14 +30,14 @@ class Workspace:
         return path
 
     def build_file(self, package: str, text: str) -> Path:
-        header = f"from {self.rules} import *\nfrom rules import genrule, py_function, filegroup\n"
+        header = f"from {self.rules} import *\nfrom mbuild.rules import genrule, py_function, filegroup\n"
         return self.write(f"{package}/BUILD.py", header + textwrap.dedent(text).lstrip("\n"))
 
     def mbuild(self, *args: str, check: bool | None = None, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
         """Run the real CLI in a subprocess (fresh interpreter, as a user would)."""
         full_env = {**os.environ, **(env or {})}
         proc = subprocess.run(
-            [sys.executable, "-m", "mbuild.cli", *args], cwd=cwd or self.root, env=full_env, capture_output=True, text=True, timeout=300
+            [sys.executable, "-m", "mbuild.front.cli", *args], cwd=cwd or self.root, env=full_env, capture_output=True, text=True, timeout=300
         )
         if check is True and proc.returncode != 0:
             raise AssertionError(f"mbuild {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")

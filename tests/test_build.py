@@ -192,7 +192,7 @@ def test_keys_do_not_depend_on_location_home_or_user(ws, tmp_path):
     shutil.copytree(ws.root, other, ignore=shutil.ignore_patterns(".mbuild", "mbuild-out", ".events-*"))
     events = other / "ev.jsonl"
     env = {**os.environ, "HOME": str(tmp_path / "home2"), "USER": "someone-else", "PYTHONHASHSEED": "77"}
-    subprocess.run([sys.executable, "-m", "mbuild.cli", "build", "--events", str(events), "//p:c"], cwd=other, env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "mbuild.front.cli", "build", "--events", str(events), "//p:c"], cwd=other, env=env, check=True, capture_output=True)
     second = [json.loads(line) for line in events.read_text().splitlines()]
     assert {e["label"]: e["key"] for e in first[:-1]} == {e["label"]: e["key"] for e in second[:-1]}
 
@@ -200,7 +200,7 @@ def test_keys_do_not_depend_on_location_home_or_user(ws, tmp_path):
 def test_two_builders_share_one_cache_at_once(ws):
     ws.build_file("p", "".join(f'step(name="s{i}", text="{i}", deps=[":s{i - 1}"] if {i} else [])\n' for i in range(12)))
     procs = [
-        subprocess.Popen([sys.executable, "-m", "mbuild.cli", "build", "-q", "//p:all"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-m", "mbuild.front.cli", "build", "-q", "//p:all"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(3)
     ]
     for p in procs:
@@ -255,7 +255,7 @@ def test_ctrl_c_stops_running_actions_promptly_and_caches_nothing(ws):
     marker = ws.root / "started"
     pidfile = ws.root / "child.pid"
     ws.build_file("p", f'genrule(name="slow", outs=["x"], cmd="echo $$ > {pidfile} && touch {marker} && sleep 60 && echo done > $@")\n')
-    proc = subprocess.Popen([sys.executable, "-m", "mbuild.cli", "build", "//p:slow"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mbuild.front.cli", "build", "//p:slow"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not marker.exists():
         assert time.monotonic() < deadline, "the action never started"

@@ -57,7 +57,7 @@ def test_outside_a_workspace(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "mbuild.cli", "//a:b"], cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "mbuild.front.cli", "//a:b"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 2 and "no WORKSPACE.toml found" in proc.stderr
 
 

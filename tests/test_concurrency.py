@@ -45,7 +45,7 @@ def graph_workspace(ws, n: int, seconds: float, seed: int = 0) -> Path:
 
 def start_builder(ws, *args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "mbuild.cli", "build", *args], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "mbuild.front.cli", "build", *args], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env={**os.environ, **(env or {})},
     )
 
@@ -79,7 +79,7 @@ def test_a_waiting_builder_names_the_holder(ws):
     ws.build_file("g", f'from {ws.rules}_slow import work\nwork(name="long", n=1, runs={str(runs)!r}, seconds=3.0, marker={str(marker)!r})\n')
     first = start_builder(ws, "//g:long")
     wait_for(marker.exists, 60, "the first builder to start the action")
-    plan = subprocess.run([sys.executable, "-m", "mbuild.cli", "build", "-n", "//g:long"], cwd=ws.root, capture_output=True, text=True)
+    plan = subprocess.run([sys.executable, "-m", "mbuild.front.cli", "build", "-n", "//g:long"], cwd=ws.root, capture_output=True, text=True)
     assert "running now elsewhere: held by" in plan.stdout and f"pid " in plan.stdout
     second = start_builder(ws, "//g:long")
     out2, err2 = second.communicate(timeout=120)
@@ -132,7 +132,7 @@ def test_ctrl_c_releases_the_lease(ws):
     b.send_signal(signal.SIGINT)
     b.communicate(timeout=30)
     assert b.returncode == 130
-    from mbuild.execute import ExecConfig, lease_store
+    from mbuild.action.execute import ExecConfig, lease_store
 
     cache = str(ws.root / ".mbuild/cache")
     env = lmdb.open(str(ws.root / ".mbuild/cache/db"), max_dbs=8, map_size=1 << 30)

@@ -56,7 +56,7 @@ def setup(ws, marker: str = "", seconds: float = 0.0) -> Path:
 
 def build(ws, *args: str, ok: bool = True) -> tuple[list[dict], subprocess.CompletedProcess, int]:
     events = ws.root / f"ev-{time.monotonic_ns()}.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "mbuild.cli", "build", "--events", str(events), *args], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mbuild.front.cli", "build", "--events", str(events), *args], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate(timeout=600)
     done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     if ok:
@@ -113,7 +113,7 @@ def test_killing_the_driver_mid_build_then_rebuilding_reuses_the_work(ws):
     runs h2 again exactly once (its iris-local task died with the driver); nothing runs twice at once."""
     marker = ws.root / "h2-started"
     runs = setup(ws, marker=str(marker), seconds=2.0)
-    proc = subprocess.Popen([sys.executable, "-m", "mbuild.cli", "build", "--fray", "iris-local", "//p:top"], cwd=ws.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mbuild.front.cli", "build", "--fray", "iris-local", "//p:top"], cwd=ws.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while not marker.exists():
         assert time.monotonic() < deadline and proc.poll() is None
@@ -134,7 +134,7 @@ def test_ctrl_c_during_an_in_process_fray_action_exits_promptly(ws):
     must not wait for them."""
     marker = ws.root / "started"
     setup(ws, marker=str(marker), seconds=60.0)
-    proc = subprocess.Popen([sys.executable, "-m", "mbuild.cli", "build", "//p:h2"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mbuild.front.cli", "build", "//p:h2"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not marker.exists():
         assert time.monotonic() < deadline and proc.poll() is None

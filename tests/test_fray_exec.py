@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from mbuild.execute import ActionSpec, ExecConfig, Failed, Input, InputUnavailable, Ran, open_stores
-from mbuild.fray_exec import FrayExecutor, RemoteJobCancelled, classify_iris_failure, job_name, resource_config
-from mbuild.model import Resources
-from mbuild.results import ActionResult, OutputFile
+from mbuild.action.execute import ActionSpec, ExecConfig, Failed, Input, InputUnavailable, Ran, open_stores
+from mbuild.runners.fray.executor import FrayExecutor, RemoteJobCancelled, classify_iris_failure, job_name, resource_config
+from mbuild.model.targets import Resources
+from mbuild.stores.results import ActionResult, OutputFile
 
 SMALL = Resources(cpu=0.25, ram="256m", disk="256m")  # what a local Iris worker (8 CPU, 16 GiB) fits 32 of
 
@@ -123,7 +123,7 @@ finally:
 DRIVER = '''
 import pickle, sys, time
 spec, config, address = pickle.load(open(sys.argv[1], "rb"))
-from mbuild.fray_exec import FrayExecutor
+from mbuild.runners.fray.executor import FrayExecutor
 ex = FrayExecutor("iris", controller=address, on_done=lambda *a: None)
 ex.submit(spec, config, "x")
 print("submitted", flush=True)
@@ -250,7 +250,7 @@ def tree_text(config: ExecConfig, result: ActionResult, name: str = "out.txt") -
 
 
 def test_importing_the_modules_does_not_import_fray_or_iris():
-    code = "import sys, mbuild.fray_exec, mbuild.primitives_remote; print([m for m in sys.modules if m.split('.')[0] in ('fray', 'iris')])"
+    code = "import sys, mbuild.runners.fray.executor, mbuild.steps.remote; print([m for m in sys.modules if m.split('.')[0] in ('fray', 'iris')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 
@@ -279,9 +279,9 @@ def test_job_names_derive_from_the_key_and_the_cache():
 
 def test_iris_failures_are_classified():
     pre = "Cumulative failed task attempts exceeded max_task_failures: failures=1, limit=0; "
-    f = classify_iris_failure("failed", pre + "Exit code: 1. stderr: mbuild.fray_exec.RemoteActionFailed: ValueError: boom")
+    f = classify_iris_failure("failed", pre + "Exit code: 1. stderr: mbuild.runners.fray.executor.RemoteActionFailed: ValueError: boom")
     assert (f.lost, f.error) == (False, "ValueError: boom")
-    f = classify_iris_failure("failed", 'Exit code: 1. stderr: mbuild.fray_exec.RemoteInputUnavailable: ["//p:a", "blob x is missing"]')
+    f = classify_iris_failure("failed", 'Exit code: 1. stderr: mbuild.runners.fray.executor.RemoteInputUnavailable: ["//p:a", "blob x is missing"]')
     assert f.input_unavailable == ("//p:a", "blob x is missing")
     assert classify_iris_failure("failed", pre + "Exit code: -9. stderr: ===== mbuild: job run 0123abcd =====").reason == "task killed: Exit code: -9"
     assert classify_iris_failure("failed", "Exit code 137: killed by SIGKILL (possibly OOM or resource limit)").lost
@@ -539,7 +539,7 @@ def test_iris_local_backend_starts_and_stops_its_own_cluster(config, spec):
 
 @pytest.mark.parametrize("backend", ["local", "iris"])
 def test_action_held_by_another_builder_comes_back_busy(backend, request, config, spec):
-    from mbuild.execute import Busy, lease_store
+    from mbuild.action.execute import Busy, lease_store
 
     kwargs = {"controller": request.getfixturevalue("cluster")} if backend == "iris" else {}
     s = spec("record", text="held")
@@ -560,7 +560,7 @@ def test_action_held_by_another_builder_comes_back_busy(backend, request, config
 
 
 def test_remote_runs_a_function_as_a_job(cluster, rules, tmp_path):
-    from mbuild.primitives_remote import RemoteJobFailed, remote
+    from mbuild.steps.remote import RemoteJobFailed, remote
 
     _, _, mod = rules
     local_out, iris_out = tmp_path / "local.pids", tmp_path / "iris.pids"
@@ -576,8 +576,8 @@ def test_remote_runs_a_function_as_a_job(cluster, rules, tmp_path):
 
 
 def test_remote_composes_with_disk_cached_and_distributed_lock(cluster, rules, tmp_path):
-    from mbuild.primitives import disk_cached, distributed_lock
-    from mbuild.primitives_remote import remote
+    from mbuild.steps.primitives import disk_cached, distributed_lock
+    from mbuild.steps.remote import remote
 
     _, _, mod = rules
     out = tmp_path / "step-out"

@@ -222,7 +222,7 @@ def test_a_remote_record_copied_over_another_is_a_miss(ws, tmp_path):
     shutil.copyfile(bucket / "ac" / keys["//p:a"], bucket / "ac" / keys["//p:c"])  # a bad `gsutil cp`
     clone = tmp_path / "clone"
     shutil.copytree(ws.root, clone, ignore=shutil.ignore_patterns(".mbuild", "mbuild-out", ".events-*"))
-    proc = subprocess.run([sys.executable, "-m", "mbuild.cli", "build", "//p:a", "//p:c"], cwd=clone, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "mbuild.front.cli", "build", "//p:a", "//p:c"], cwd=clone, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "holds the record of another action" in proc.stderr
     assert (clone / "mbuild-out/p/a/a.txt").read_text() == "good-bytes\n"
@@ -307,7 +307,7 @@ def test_a_read_only_cache_serves_hits_and_says_it_cannot_record(ws):
     ws.write("p/BUILD.py", (ws.root / "p/BUILD.py").read_text() + 'genrule(name="new", outs=["n"], cmd="echo > $@")\n')
     script = (
         f'mount --bind {cache} {cache} && mount -o remount,bind,ro {cache} && '
-        f'{sys.executable} -m mbuild.cli build //p:b; echo "rc=$?"; {sys.executable} -m mbuild.cli build //p:new; echo "rc=$?"'
+        f'{sys.executable} -m mbuild.front.cli build //p:b; echo "rc=$?"; {sys.executable} -m mbuild.front.cli build //p:new; echo "rc=$?"'
     )
     proc = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ws.root, capture_output=True, text=True, timeout=300)
     assert "Traceback" not in proc.stderr
@@ -344,7 +344,7 @@ def _graph_workspace(root: Path) -> None:
     (root / "graphrules.py").write_text(GRAPH_RULES)
     (root / "src").mkdir()
     (root / "src" / "input.txt").write_text("a source file\n")
-    lines = ["from graphrules import node", "from rules import genrule"]
+    lines = ["from graphrules import node", "from mbuild.rules import genrule"]
     for i in range(8):
         deps = [f":n{j}" for j in (i - 1, i // 2) if 0 <= j < i]
         lines.append(f'node(name="n{i}", n={i}, size={[10, 5000, 70000][i % 3]}, deps={sorted(set(deps))!r})')
@@ -360,7 +360,7 @@ def _outputs(root: Path) -> dict[str, bytes]:
 
 def _cli(root: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mbuild.cli", "build", "//..."], cwd=root, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "mbuild.front.cli", "build", "//..."], cwd=root, capture_output=True, text=True, timeout=300,
         env={**os.environ, **(env or {})},
     )
 

@@ -5,8 +5,8 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mbuild.codeprint import CodePrint
-from mbuild.keys import KeyParts, file_input, tree_input
+from mbuild.keys.codeprint import CodePrint
+from mbuild.keys.action_key import KeyParts, file_input, tree_input
 
 digests = st.from_regex(r"[0-9a-f]{32}", fullmatch=True)
 base = KeyParts(

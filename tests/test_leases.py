@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 import servers  # noqa: F401  (sets GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false before gcsfs is imported)
-from mbuild.leases import Heartbeat, LeaseLost, cas_object, open_leases
-from mbuild.primitives import (
+from mbuild.leases.lease import Heartbeat, LeaseLost, cas_object, open_leases
+from mbuild.steps.primitives import (
     OutputSlot,
     StepAlreadyDone,
     current_lease,
@@ -81,8 +81,8 @@ def store(request, tmp_path) -> Store:
 
 CHILD = r"""
 import json, os, sys, time, threading
-from mbuild.leases import open_leases, Heartbeat, LeaseLost, cas_object
-from mbuild.primitives import disk_cached, distributed_lock
+from mbuild.leases.lease import open_leases, Heartbeat, LeaseLost, cas_object
+from mbuild.steps.primitives import disk_cached, distributed_lock
 
 def reply(**kw):
     sys.stdout.write(json.dumps(kw) + "\n")

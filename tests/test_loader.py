@@ -3,11 +3,11 @@
 import pytest
 
 from mbuild.errors import BuildFileError, CycleError, NoSuchPackageError, NoSuchTargetError
-from mbuild.graph import build_graph
+from mbuild.model.graph import build_graph
 from mbuild.labels import parse_label
-from mbuild.loader import Loader
-from mbuild.model import SourceFile
-from mbuild.workspace import load_workspace
+from mbuild.model.loader import Loader
+from mbuild.model.targets import SourceFile
+from mbuild.model.workspace import load_workspace
 
 
 def loader(ws):

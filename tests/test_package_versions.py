@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import mbuild
-from mbuild.codeprint import CodePrinter
-from mbuild.dists import Distributions
+from mbuild.keys.codeprint import CodePrinter
+from mbuild.keys.dists import Distributions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ def test_code_print_names_third_party_distributions_not_stdlib_project_or_mbuild
     (ws / "proj").mkdir(parents=True)
     (ws / "proj" / "__init__.py").write_text("")
     (ws / "proj" / "helpers.py").write_text("def f():\n    import fancy.sub\n")
-    (ws / "myrules.py").write_text("import json, os.path\nimport mbuild\nfrom rules import genrule\nfrom proj.helpers import f\n")
+    (ws / "myrules.py").write_text("import json, os.path\nimport mbuild\nfrom mbuild.rules import genrule\nfrom proj.helpers import f\n")
     printer = CodePrinter(ws, Distributions(None, [str(site)]))
     assert printer.fingerprint(["myrules"]).packages == (("fancy", "1.0"),)
 
@@ -109,7 +109,7 @@ def test_upgrading_an_imported_package_reruns_the_action_and_says_so(tmp_path):
     def mbuild_in(python: Path, *args: str) -> subprocess.CompletedProcess:
         env = {**os.environ, "PYTHONPATH": str(shim)}
         env.pop("VIRTUAL_ENV", None)
-        proc = subprocess.run([str(python), "-m", "mbuild.cli", *args], cwd=ws, env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run([str(python), "-m", "mbuild.front.cli", *args], cwd=ws, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, f"{' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
         return proc
 

@@ -24,7 +24,7 @@ STAGES = ["corpus", "tokenizer", "tokens", "train_llama", "eval", "report"]
 
 def mbuild(root: Path, *args: str) -> list[dict]:
     events = root / "events.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "mbuild.cli", "build", "--events", str(events), *args], cwd=root, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "mbuild.front.cli", "build", "--events", str(events), *args], cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return [json.loads(line) for line in events.read_text().splitlines()]
 
@@ -58,7 +58,7 @@ def set_tiny(root: Path, **changes: str) -> None:
             f"""
             from dataclasses import replace
             from mllib.presets import TINY
-            from rules.llm import llama_pipeline
+            from mbuild.rules.llm import llama_pipeline
 
             preset = replace(TINY, {", ".join(f"{k}={v}" for k, v in changes.items())})
             llama_pipeline(preset, corpus="//experiments:data/shakespeare.txt.xz")
@@ -119,8 +119,8 @@ def test_report_has_the_curve_and_both_losses(built):
 
 def test_train_llama_is_remote_tagged(built):
     from mbuild.labels import parse_label
-    from mbuild.loader import Loader
-    from mbuild.workspace import load_workspace
+    from mbuild.model.loader import Loader
+    from mbuild.model.workspace import load_workspace
 
     target = Loader(load_workspace(built)).target(parse_label("//experiments:train_llama"))
     assert target.remote and target.resources.cpu == 2
@@ -134,7 +134,7 @@ def test_the_engine_never_imports_ml_libraries():
     code = textwrap.dedent(
         f"""
         import sys
-        from mbuild.build import build
+        from mbuild.front.build import build
         result = build(["//experiments/..."], workspace=__import__("pathlib").Path({str(REPO)!r}), dry_run=True)
         loaded = [m for m in {ML_MODULES!r} if m in sys.modules]
         print(",".join(loaded))

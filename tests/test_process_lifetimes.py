@@ -59,7 +59,7 @@ def _kill_leftovers(pids: dict[str, int]) -> None:
 def _builder(ws, label: str) -> subprocess.Popen:
     """The real CLI in a session of its own, so its process group is the builder alone."""
     return subprocess.Popen(
-        [sys.executable, "-m", "mbuild.cli", "build", label], cwd=ws.root, start_new_session=True,
+        [sys.executable, "-m", "mbuild.front.cli", "build", label], cwd=ws.root, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -75,7 +75,7 @@ def _hanging_build(ws):
     try:
         shell, worker, sleeper = map(int, _wait_for(pidfile, proc).split())
         pids.update({"worker": worker, "shell": shell, "background sleep": sleeper})
-        assert "mbuild.worker" in Path(f"/proc/{worker}/cmdline").read_text()  # the shell's parent is the worker
+        assert "mbuild.runners.worker_process" in Path(f"/proc/{worker}/cmdline").read_text()  # the shell's parent is the worker
         yield proc, pids
     finally:
         _kill_leftovers(pids)
@@ -131,7 +131,7 @@ if gate:
 
 DRIVER = '''
 import os, pathlib, signal, sys
-from mbuild.workers import WorkerPool
+from mbuild.runners.pool import WorkerPool
 hook, gate, gated, marker = sys.argv[1:]
 os.environ.update(PYTHONPATH=hook, LIFETIME_GATE=gate, LIFETIME_GATED=gated)
 conn, proc = WorkerPool(0, None)._spawn(0)

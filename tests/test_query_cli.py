@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from mbuild.query.command import command_line_query
-from mbuild.query.syntax import unparse
+from mbuild.front.query.command import command_line_query
+from mbuild.front.query.syntax import unparse
 
 # Registers the command if engine/cli.py does not yet, so these tests run before and after it does.
 RUNNER = """
 import sys
-from mbuild.cli import main
-from mbuild.query.command import query
+from mbuild.front.cli import main
+from mbuild.front.query.command import query
 if "query" not in main.commands:
     main.add_command(query)
 sys.argv[0] = "mbuild"

@@ -17,13 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mbuild.errors import BuildFileError, NoSuchPackageError, NoSuchTargetError
-from mbuild.loader import Loader
-from mbuild.query import FORMATS
-from mbuild.query.errors import QueryError
-from mbuild.query.evaluate import absolute_pattern, evaluate
-from mbuild.query.output import RENDERERS, dependency_order, render
-from mbuild.query.syntax import BinOp, Call, Let, Op, SetOf, Var, Word, unparse
-from mbuild.workspace import load_workspace
+from mbuild.model.loader import Loader
+from mbuild.front.query import FORMATS
+from mbuild.front.query.errors import QueryError
+from mbuild.front.query.evaluate import absolute_pattern, evaluate
+from mbuild.front.query.output import RENDERERS, dependency_order, render
+from mbuild.front.query.syntax import BinOp, Call, Let, Op, SetOf, Var, Word, unparse
+from mbuild.model.workspace import load_workspace
 
 RULES_MODULE = f"query_eval_rules_{os.getpid()}"
 RULES = '''

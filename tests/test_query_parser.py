@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mbuild.query.errors import ArityError, QuerySyntaxError, UnknownFunctionError
-from mbuild.query.parser import parse
-from mbuild.query.syntax import FUNCTIONS, KEYWORDS, Arg, BinOp, Call, Let, Op, SetOf, Var, Word, quote_word, unparse
+from mbuild.front.query.errors import ArityError, QuerySyntaxError, UnknownFunctionError
+from mbuild.front.query.parser import parse
+from mbuild.front.query.syntax import FUNCTIONS, KEYWORDS, Arg, BinOp, Call, Let, Op, SetOf, Var, Word, quote_word, unparse
 
 a, b, c = Word("a"), Word("b"), Word("c")
 

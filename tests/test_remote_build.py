@@ -29,7 +29,7 @@ def remote_toml(url: str, options: dict, **extra) -> str:
 def mbuild(root: Path, *args: str, env: dict | None = None, ok: bool = True) -> tuple[list[dict], subprocess.CompletedProcess]:
     events = root / f"events-{len(list(root.glob('events-*')))}.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "mbuild.cli", "build", "--events", str(events), *args],
+        [sys.executable, "-m", "mbuild.front.cli", "build", "--events", str(events), *args],
         cwd=root, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})},
     )
     if ok:
@@ -166,7 +166,7 @@ def test_the_emulator_stopping_mid_build_falls_back_to_local(ws, tmp_path):
         '''))
         ws.build_file("p", f'from {ws.rules}_gate import gated\ngated(name="a", text="A")\ngated(name="b", text="B", deps=[":a"])\ngated(name="c", text="C", deps=[":b"])\n')
         ws.write("WORKSPACE.toml", remote_toml(f"{root}/cache", server.storage_options, timeout=1.0, max_failures=2))
-        proc = subprocess.Popen([sys.executable, "-m", "mbuild.cli", "build", "//p:c"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-m", "mbuild.front.cli", "build", "//p:c"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         waiting = Path(str(marker) + ".waiting")
         import time
 
@@ -226,7 +226,7 @@ def test_four_builders_share_one_bucket_every_action_runs_once(tmp_path, gcs_ser
         (root / "g/BUILD.py").write_text("\n".join(lines) + "\n")
         (root / "WORKSPACE.toml").write_text(remote_toml(f"{bucket}/cache", gcs_server.storage_options) + "[lease]\nttl = 20.0\nrenew = 2.0\n")
         roots.append(root)
-    procs = [subprocess.Popen([sys.executable, "-m", "mbuild.cli", "build", "-q", "//g:all"], cwd=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in roots]
+    procs = [subprocess.Popen([sys.executable, "-m", "mbuild.front.cli", "build", "-q", "//g:all"], cwd=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in roots]
     for p in procs:
         out, err = p.communicate(timeout=600)
         assert p.returncode == 0, err
@@ -256,7 +256,7 @@ def test_a_fifo_record_never_keeps_a_build_from_exiting_and_is_replaced(ws, tmp_
     record = ac_path(url, key_of(events, "//p:a"))
     record.unlink()
     os.mkfifo(record)
-    proc = subprocess.run([sys.executable, "-m", "mbuild.cli", "build", "//p:a"], cwd=second, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "mbuild.front.cli", "build", "//p:a"], cwd=second, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "is a FIFO" in proc.stderr and "Traceback" not in proc.stderr
     assert record.is_file() and (second / "mbuild-out/p/a/out.txt").read_text() == "A"
@@ -327,7 +327,7 @@ def test_the_emulator_stopping_mid_setup_costs_one_round_of_deadlines_for_all_wo
     with gcs_emulator() as server:
         root = server.make_bucket("midsetup")
         ws.write("WORKSPACE.toml", remote_toml(f"{root}/cache", server.storage_options, timeout=timeout))
-        proc = subprocess.Popen([sys.executable, "-m", "mbuild.cli", "build", "-j", "3", "//p:top"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-m", "mbuild.front.cli", "build", "-j", "3", "//p:top"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         while not all(Path(f"{gate}.{x}").exists() for x in "xyz"):
             assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()

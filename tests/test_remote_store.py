@@ -22,7 +22,7 @@ import pytest
 
 import servers
 from mbuild.digests import digest_bytes
-from mbuild.results import ActionResult, OutputFile, OutputLink, tree_digest
+from mbuild.stores.results import ActionResult, OutputFile, OutputLink, tree_digest
 from mbuild.stores import remote as remote_mod
 from mbuild.stores.cas import LocalCAS
 from mbuild.stores.remote import RemoteBlobsUnavailableError, RemoteConfig, RemoteStore
@@ -290,7 +290,7 @@ def test_racing_publishers_in_separate_processes(remote, tmp_path):
     go = tmp_path / f"go-{uuid.uuid4().hex}"
     script = r"""
 import json, os, sys, time
-from mbuild.results import ActionResult
+from mbuild.stores.results import ActionResult
 from mbuild.stores.remote import RemoteConfig, RemoteStore
 url, options, key, record, go = json.loads(sys.argv[1])
 store = RemoteStore(RemoteConfig(url, storage_options=options))

@@ -286,7 +286,7 @@ def test_a_base_exception_raised_by_a_rule_is_an_action_failure(ws, what, messag
 def test_ctrl_c_while_loading_is_exit_130_without_a_traceback(ws):
     started = ws.root / "loading"
     ws.build_file("p", f'import pathlib, time\npathlib.Path("{started}").touch()\ntime.sleep(60)\nstep(name="x")\n')
-    proc = subprocess.Popen([sys.executable, "-m", "mbuild.cli", "//p:x"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "mbuild.front.cli", "//p:x"], cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not started.exists():
         assert time.monotonic() < deadline and proc.poll() is None, "the BUILD file never started loading"

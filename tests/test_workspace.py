@@ -3,7 +3,7 @@
 import pytest
 
 from mbuild.errors import WorkspaceError
-from mbuild.workspace import load_workspace
+from mbuild.model.workspace import load_workspace
 
 
 def test_found_from_a_subdirectory(tmp_path):

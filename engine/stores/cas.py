@@ -13,8 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..digests import digest_bytes, digest_file
-from ..errors import BlobUnavailableError
+from mbuild.digests import digest_bytes, digest_file
+from mbuild.errors import BlobUnavailableError
 
 BLOB_MODE = 0o444
 

@@ -39,9 +39,9 @@ from typing import Any
 import lmdb
 import orjson
 
-from ..digests import digest_bytes, digest_file
-from ..errors import CacheCorruptError, DiskFullError, MbuildError, StaleRecordFormat, disk_full
-from ..results import ActionResult
+from mbuild.digests import digest_bytes, digest_file
+from mbuild.errors import CacheCorruptError, DiskFullError, MbuildError, StaleRecordFormat, disk_full
+from mbuild.stores.results import ActionResult
 
 _MAP_SIZE = 1 << 40  # address space only; the file grows as needed
 # Don't trust the stat cache for files modified this recently (same-tick edits are invisible to mtime).
@@ -606,7 +606,7 @@ class LmdbObject:
         return None if value is None else (bytes(value[16:]), bytes(value[:16]).hex())
 
     def write(self, data: bytes, expected: str | None) -> str:
-        from ..leases import Conflict
+        from mbuild.leases.lease import Conflict
 
         version = os.urandom(16)
 

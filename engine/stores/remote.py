@@ -69,10 +69,10 @@ from typing import Any, Protocol
 
 import xxhash
 
-from ..digests import digest_bytes, is_digest
-from ..errors import BlobUnavailableError, CacheCorruptError, RecordKeyMismatch
-from ..results import ActionResult
-from .cas import LocalCAS
+from mbuild.digests import digest_bytes, is_digest
+from mbuild.errors import BlobUnavailableError, CacheCorruptError, RecordKeyMismatch
+from mbuild.stores.results import ActionResult
+from mbuild.stores.cas import LocalCAS
 
 Progress = Callable[[str, int, int], None]  # (digest, bytes done, total bytes)
 

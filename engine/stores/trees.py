@@ -26,13 +26,13 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..digests import digest_file
-from ..errors import BlobUnavailableError
-from ..results import ActionResult
-from .cas import LocalCAS
+from mbuild.digests import digest_file
+from mbuild.errors import BlobUnavailableError
+from mbuild.stores.results import ActionResult
+from mbuild.stores.cas import LocalCAS
 
 if TYPE_CHECKING:
-    from .localdb import LocalDB
+    from mbuild.stores.localdb import LocalDB
 
 # Entries changed this recently are hashed again rather than trusted by their stamp: a file system's
 # timestamps may be as coarse as a clock tick (or 2 s on some), so a same-tick change is invisible.
@@ -70,7 +70,7 @@ def ensure(result: ActionResult, cas: LocalCAS, db: LocalDB | None = None, on_da
         return dest
     if on_damage is not None and os.path.lexists(dest):
         on_damage(first_difference(dest, result) or ".")
-    from ..execute import materialize_tree
+    from mbuild.action.execute import materialize_tree
 
     tmp = dest.parent / f".tmp-{uuid.uuid4().hex}"
     try:

@@ -1,0 +1,84 @@
+"""Building from Python: `mbuild.front.build(["//experiments:train_llama"])`, what the CLI calls too."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from mbuild.errors import DiskFullError, MbuildError, disk_full
+from mbuild.events import Console
+from mbuild.model.graph import build_graph
+from mbuild.labels import Label, parse_pattern
+from mbuild.model.loader import Loader
+from mbuild.model.targets import SourceFile
+from mbuild.schedule.scheduler import BuildOptions, BuildResult, Scheduler
+from mbuild.model.workspace import Workspace, check_directories, check_fray_backend, check_jobs, load_workspace
+
+
+def expand_patterns(loader: Loader, patterns: Sequence[str]) -> list[Label]:
+    """Labels named by command-line patterns, in order, each once."""
+    labels: dict[Label, None] = {}
+    for text in patterns:
+        for label in loader.expand(parse_pattern(text)):
+            labels.setdefault(label)
+    return list(labels)
+
+
+def build(
+    patterns: Sequence[str],
+    *,
+    workspace: Workspace | Path | None = None,
+    jobs: int | None = None,
+    keep_going: bool | None = None,
+    dry_run: bool = False,
+    events: Path | None = None,
+    retry_failed: bool = True,
+    remote: str | None = None,
+    remote_upload: bool | None = None,
+    fray: str | None = None,
+    remote_jobs: int | None = None,
+    console: Console | None = None,
+) -> BuildResult:
+    """Build what `patterns` name; returns per-target outcomes, outputs and a summary.
+
+    `remote`: a remote cache URL overriding [remote].url ("" for none); `remote_upload` overrides
+    [remote].upload; `fray` overrides [fray].backend (where remote-tagged actions run);
+    `remote_jobs` overrides [fray].remote_jobs.
+    """
+    ws = workspace if isinstance(workspace, Workspace) else load_workspace(workspace)
+    if isinstance(workspace, Workspace):
+        check_directories(ws)
+    if jobs is not None:
+        check_jobs(jobs, "--jobs")
+    if remote_jobs is not None:
+        check_jobs(remote_jobs, "--remote-jobs", minimum=1)
+    check_fray_backend(ws.settings.fray, fray)
+    loader = Loader(ws)
+    requested = expand_patterns(loader, patterns)
+    graph = build_graph(loader, requested)
+    _say_source_files(graph, requested, console)
+    options = BuildOptions(
+        jobs=jobs or ws.jobs,
+        keep_going=ws.settings.build.keep_going if keep_going is None else keep_going,
+        dry_run=dry_run,
+        events=events,
+        retry_failed=retry_failed,
+        remote_url=remote,
+        remote_upload=remote_upload,
+        fray_backend=fray,
+        remote_jobs=remote_jobs,
+    )
+    try:
+        return Scheduler(ws, graph, requested, options, console).run()
+    except Exception as exc:  # a full disk under the driver (database, outputs): one line naming the directory
+        if isinstance(exc, MbuildError) or not disk_full(exc):
+            raise
+        raise DiskFullError.of(exc, str(ws.cache_dir)) from None
+
+
+def _say_source_files(graph, requested: Sequence[Label], console: Console | None) -> None:
+    """A requested source file has nothing to build: say so rather than succeed silently."""
+    for label in requested:
+        node = graph.node(label)
+        if isinstance(node, SourceFile):
+            (console or Console()).line(f"{label} is a source file ({node.relpath}), not a rule target: nothing to build for it")

@@ -1,0 +1,587 @@
+"""`distributed_lock` and `disk_cached`: run a step once across many builders, cache where it wrote.
+
+The Python primitives Marin users know, on mbuild's leases (engine/leases.py, docs/leases.md)::
+
+    def tokenize(output_path: str) -> dict:          # a step: writes under output_path
+        ...
+        return {"shards": 12}
+
+    # Run once, however many processes call this at once; the others wait, then get the result:
+    stats = disk_cached(distributed_lock(tokenize), "gs://bucket/tok-3f2a")
+    # With an explicit format (`save` after fn, `load` on every hit):
+    model = disk_cached(distributed_lock(train), out, save=save_model, load=load_model)
+    # As a function of the output path (for `remote(...)`, a thread pool, a decorator):
+    step = disk_cached(distributed_lock(tokenize))   # step(output_path)
+
+Calling convention: every step is `fn(output_path)`; `output_path` is a directory (a local path,
+file://, gs:// or s3:// URL) that fn fills. mbuild's bookkeeping lives next to fn's files:
+
+    <output_path>/.mbuild-success   written last, create-if-absent: "done" (JSON: who, when, value)
+    <output_path>/.mbuild-failed    the last failure (error and traceback); informative, never "done"
+    <output_path>/.mbuild-lease     the lease (+ .mbuild-lease.lock on local disks)
+
+- `disk_cached(fn, output_path, *, save=None, load=None)` runs fn once: a hit (success marker
+  present) returns `load(output_path)`, or without `load` the JSON value fn returned (kept in the
+  marker when it is JSON and under 1 MiB), else None. A failure is recorded in `.mbuild-failed` and
+  re-raised, never cached: the next call runs fn again.
+- `distributed_lock(fn)(output_path)` runs fn under the lease on output_path: raises
+  `StepAlreadyDone` if the step is done (checked before and after acquiring), waits (polling
+  with backoff) while another builder holds a live lease, takes over a stale one, renews it while fn
+  runs, and publishes the success marker itself (so it is usable alone).
+- Composed, `disk_cached(distributed_lock(fn), path, save=..., load=...)`, the lease covers fn, save
+  and the marker, so a waiter never sees the lease free before the result is published (Marin
+  released the lock before writing SUCCESS). `StepAlreadyDone` inside becomes a hit.
+
+Fencing: if the lease is lost while fn runs (a stall past the TTL, or another builder took it over),
+the result is not published: the lease is checked immediately before the marker is written, and
+the marker is created only if absent. fn is also stopped: by default (`on_lost="interrupt"`) a
+`LeaseLost` is raised inside fn's thread at its next Python instruction (a long C call finishes
+first); `on_lost="exit"` ends the process (`os._exit(75)`), a callable is called from the
+heartbeat thread, None only flags it (fn may poll `current_lease().held()`).
+
+Engine-agnostic core: `single_flight(slot, work)` with a `Slot` ("is it done?", "its lease") is the
+whole algorithm; the path primitives above are one Slot (`OutputSlot`), the engine's action cache
+can be another (done = an action-cache entry exists for the key; lease = the key's lease).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import ctypes
+import functools
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from mbuild.leases.lease import (
+    DEFAULT_TTL,
+    LEASE_LOST_EXIT_CODE,
+    Conflict,
+    Heartbeat,
+    Holder,
+    Lease,
+    LeaseLost,
+    _clock,
+    _filesystem,
+    cas_object,
+    open_leases,
+)
+
+log = logging.getLogger("mbuild.steps.primitives")
+
+T = TypeVar("T")
+
+SUCCESS = ".mbuild-success"
+FAILED = ".mbuild-failed"
+LEASE = ".mbuild-lease"
+_MAX_VALUE_BYTES = 1 << 20
+
+
+class StepAlreadyDone(Exception):
+    """The step's result is already published (by another builder, or an earlier run)."""
+
+
+class LeaseBusy(Exception):
+    """Another builder holds the step's live lease (raised by `single_flight(..., wait=False)`)."""
+
+    def __init__(self, where: str, holder: Holder | None):
+        self.holder = holder
+        super().__init__(f"{where} is held by {holder.describe() if holder else 'another builder'}")
+
+
+# --------------------------------------------------------------------------------------------
+# the engine-agnostic core
+
+
+class Slot(Protocol):
+    """One unit of work that should run once: where "done" is recorded, and its lease."""
+
+    def done(self) -> bool:
+        """Is the result published? (Called before acquiring, after acquiring, and on every poll.)"""
+
+    def lease(self) -> Lease:
+        """A fresh Lease on this work's key (from a LeaseStore)."""
+
+
+_current: contextvars.ContextVar[Heartbeat | None] = contextvars.ContextVar("mbuild_lease", default=None)
+
+
+def current_lease() -> Heartbeat | None:
+    """The heartbeat of the innermost lease this thread's work runs under (`.held()`, `.check()`,
+    `.lease.holder()`), or None outside `distributed_lock` / `single_flight`."""
+    return _current.get()
+
+
+def single_flight(
+    slot: Slot,
+    work: Callable[[Heartbeat], T],
+    *,
+    renew: float | None = None,
+    on_lost: Callable[[], None] | None = None,
+    on_wait: Callable[[Holder | None], None] | None = None,
+    poll: float = 0.05,
+    max_poll: float = 5.0,
+    timeout: float | None = None,
+    wait: bool = True,
+) -> T:
+    """Run `work(heartbeat)` under the slot's lease, once across builders; StepAlreadyDone if done.
+
+    With wait=False a live holder is not waited for: LeaseBusy(holder) is raised at once (the
+    engine's scheduler waits itself, so it can show who holds what and keep its workers busy).
+
+    1. done? -> StepAlreadyDone. 2. try to acquire the lease (fresh, released or stale); if someone
+    else holds it live, call `on_wait(holder)` and poll again after a backoff (poll .. max_poll,
+    never sleeping past the holder's expiry), until `timeout` (TimeoutError). 3. done again? (the
+    previous holder may have just finished) -> StepAlreadyDone. 4. run work under a Heartbeat
+    renewing every `renew` seconds (default ttl/3) that calls `on_lost` from its thread if the lease
+    is lost. 5. release the lease, whatever happened.
+
+    `work` must publish its result only after `heartbeat.check()` (raises LeaseLost) and with a
+    create-if-absent write: that is the fencing contract. Its return value is returned.
+    """
+    lease = slot.lease()
+    started = _clock()
+    delay = poll
+    while True:
+        if slot.done():
+            raise StepAlreadyDone(lease.where)
+        if lease.try_acquire():
+            break
+        holder = lease.seen
+        if not wait:
+            raise LeaseBusy(lease.where, holder)
+        if on_wait is not None:
+            on_wait(holder)
+        nap = delay
+        if holder is not None:  # wake up when it would go stale, not max_poll later
+            nap = min(nap, max(0.01, holder.expires - time.time() + 0.01))
+        if timeout is not None:
+            left = timeout - (_clock() - started)
+            if left <= 0:
+                who = f"; held by {holder.describe()}" if holder else ""
+                raise TimeoutError(f"waited {timeout:.0f}s for {lease.where}{who}")
+            nap = min(nap, left)
+        time.sleep(nap * random.uniform(0.8, 1.0))  # polling the store, with jitter
+        delay = min(delay * 1.5, max_poll)
+    try:
+        if slot.done():
+            raise StepAlreadyDone(lease.where)
+        with Heartbeat(lease, renew, on_lost) as heartbeat:
+            token = _current.set(heartbeat)
+            try:
+                return work(heartbeat)
+            finally:
+                _current.reset(token)
+    finally:
+        lease.release()
+
+
+class _Interrupt(LeaseLost):
+    def __init__(self, *args):
+        super().__init__(*(args or ("lease lost while the step ran: stopped, not published",)))
+
+
+class _Interrupter:
+    """Raise _Interrupt asynchronously in one thread, until disarmed (which also cancels one that
+    was sent but not yet delivered)."""
+
+    def __init__(self):
+        self.tid = threading.get_ident()
+        self.mu = threading.Lock()
+        self.armed, self.sent = True, False
+
+    def __call__(self) -> None:  # from the heartbeat thread
+        with self.mu:
+            if self.armed and not self.sent:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.tid), ctypes.py_object(_Interrupt))
+                self.sent = True
+
+    def disarm(self) -> None:
+        with self.mu:
+            self.armed = False
+            if self.sent:  # NULL clears a pending (undelivered) async exception
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.tid), None)
+
+
+def _exit_process() -> None:
+    log.error("lease lost: exiting with status %d", LEASE_LOST_EXIT_CODE)
+    os._exit(LEASE_LOST_EXIT_CODE)
+
+
+OnLost = str | Callable[[], None] | None
+
+
+@contextlib.contextmanager
+def stop_on_loss(heartbeat: Heartbeat | None, how: OnLost = "interrupt") -> Iterator[None]:
+    """While the block runs, stop it if the lease is lost: "interrupt" (LeaseLost raised in this
+    thread), "exit" (the process exits with LEASE_LOST_EXIT_CODE), a callable, or None (nothing)."""
+    if heartbeat is None or how is None:
+        yield
+        return
+    if how == "interrupt":
+        interrupter = _Interrupter()
+        heartbeat.add_on_lost(interrupter)
+        try:
+            yield
+        finally:
+            interrupter.disarm()
+            heartbeat.remove_on_lost(interrupter)
+        return
+    callback = _exit_process if how == "exit" else how
+    if not callable(callback):
+        raise ValueError(f"on_lost must be 'interrupt', 'exit', a callable or None, not {how!r}")
+    heartbeat.add_on_lost(callback)
+    try:
+        yield
+    finally:
+        heartbeat.remove_on_lost(callback)
+
+
+# --------------------------------------------------------------------------------------------
+# output directories as slots
+
+
+class OutputSlot:
+    """A step's output directory as a Slot: done = `<output_path>/.mbuild-success` exists, lease =
+    `<output_path>/.mbuild-lease`. Works on local paths, file://, gs:// and s3:// (leases need one
+    of these; markers work on any fsspec filesystem that supports `pipe_file(mode="create")`)."""
+
+    def __init__(
+        self,
+        output_path: str | os.PathLike,
+        *,
+        storage_options: dict | None = None,
+        ttl: float = DEFAULT_TTL,
+        margin: float | None = None,
+        note: str = "",
+    ):
+        self.output_path = output_path
+        self.url = os.fspath(output_path).rstrip("/") or "/"
+        self.storage_options = storage_options
+        self.ttl, self.margin, self.note = ttl, margin, note
+        proto, sep, rest = self.url.partition("://")
+        if not sep or proto in ("file", "local"):
+            self.local: Path | None = Path(rest if sep else self.url).expanduser().absolute()
+            self.fs, self.proto, self.base = None, "", ""
+        else:
+            self.local = None
+            self.proto = {"gcs": "gs", "s3a": "s3"}.get(proto, proto)
+            self.fs = _filesystem(self.proto, storage_options)
+            self.base = rest.strip("/")
+
+    def __repr__(self) -> str:
+        return f"OutputSlot({self.url!r})"
+
+    def __str__(self) -> str:
+        return self.url
+
+    # -- Slot
+    def done(self) -> bool:
+        return self._read(SUCCESS) is not None
+
+    def lease(self) -> Lease:
+        store = open_leases(self.url, ttl=self.ttl, margin=self.margin, storage_options=self.storage_options, fs=self.fs)
+        return store.lease(LEASE, note=self.note)
+
+    # -- records
+    def success(self) -> dict | None:
+        """The success record, or None when not done."""
+        data = self._read(SUCCESS)
+        if data is None:
+            return None
+        try:
+            record = json.loads(data)
+        except ValueError:
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def failure(self) -> dict | None:
+        data = self._read(FAILED)
+        try:
+            return json.loads(data) if data is not None else None
+        except ValueError:
+            return None
+
+    def publish(self, record: dict) -> bool:
+        """Create the success marker if absent; False if it already existed (someone else published)."""
+        return self._create(SUCCESS, json.dumps(record, separators=(",", ":")).encode())
+
+    def record_failure(self, exc: BaseException) -> None:
+        record = {**_who(), "error": f"{type(exc).__name__}: {exc}", "traceback": "".join(traceback.format_exception(exc))}
+        try:
+            self._put(FAILED, json.dumps(record, separators=(",", ":")).encode())
+        except Exception as err:  # recording is best effort; the step's own error is what matters
+            log.warning("could not record the failure at %s: %s", self.url, err)
+
+    def clear_failure(self) -> None:
+        try:
+            self._remove(FAILED)
+        except Exception:
+            pass
+
+    # -- storage
+    def _remote(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    def _read(self, name: str) -> bytes | None:
+        if self.local is not None:
+            try:
+                return (self.local / name).read_bytes()
+            except FileNotFoundError:
+                return None
+        try:
+            return self.fs.cat_file(self._remote(name))
+        except FileNotFoundError:
+            return None
+
+    def _create(self, name: str, data: bytes) -> bool:
+        if self.local is not None:
+            self.local.mkdir(parents=True, exist_ok=True)
+            tmp = self.local / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+            tmp.write_bytes(data)
+            try:
+                os.link(tmp, self.local / name)  # atomic create-if-absent
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                tmp.unlink()
+        if self.proto in ("gs", "s3"):
+            try:
+                cas_object(f"{self.proto}://{self._remote(name)}", fs=self.fs).write(data, None)
+                return True
+            except Conflict:
+                return False
+        try:
+            self.fs.pipe_file(self._remote(name), data, mode="create")
+            return True
+        except FileExistsError:
+            return False
+
+    def _put(self, name: str, data: bytes) -> None:
+        if self.local is not None:
+            self.local.mkdir(parents=True, exist_ok=True)
+            tmp = self.local / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, self.local / name)
+        else:
+            self.fs.pipe_file(self._remote(name), data)
+
+    def _remove(self, name: str) -> None:
+        if self.local is not None:
+            try:
+                (self.local / name).unlink()
+            except FileNotFoundError:
+                pass
+        else:
+            try:
+                self.fs.rm_file(self._remote(name))
+            except FileNotFoundError:
+                pass
+
+
+def _who() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+
+
+def _json_value(value: Any) -> tuple[bool, Any]:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        return False, None
+    return (True, value) if len(text) <= _MAX_VALUE_BYTES else (False, None)
+
+
+def _run_step(
+    slot: OutputSlot,
+    fn: Callable[[Any], T],
+    heartbeat: Heartbeat | None,
+    on_lost: OnLost,
+    save: Callable[[T, Any], None] | None,
+) -> T:
+    """fn (and save) under `stop_on_loss`, a failure recorded, then the fenced publish."""
+    started = time.time()
+    try:
+        with stop_on_loss(heartbeat, on_lost):
+            result = fn(slot.output_path)
+            if save is not None:
+                save(result, slot.output_path)
+    except (LeaseLost, StepAlreadyDone):
+        raise
+    except Exception as exc:
+        slot.record_failure(exc)
+        raise
+    has_value, value = _json_value(result) if save is None else (False, None)
+    record = {"format": 1, **_who(), "seconds": round(time.time() - started, 6), "has_value": has_value, "value": value}
+    if heartbeat is not None:
+        heartbeat.check()  # fencing: never publish from a lost lease
+        record.update(epoch=heartbeat.lease.epoch, owner=heartbeat.lease.owner)
+    if not slot.publish(record):
+        log.info("%s was published by another builder first", slot.url)
+    slot.clear_failure()
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# the primitives
+
+
+class Locked:
+    """`distributed_lock(fn)`: call it with the output path. See the module docstring."""
+
+    def __init__(
+        self,
+        fn: Callable[[Any], T],
+        *,
+        ttl: float = DEFAULT_TTL,
+        renew: float | None = None,
+        margin: float | None = None,
+        on_lost: OnLost = "interrupt",
+        storage_options: dict | None = None,
+        timeout: float | None = None,
+        poll: float = 0.05,
+        max_poll: float | None = None,
+        on_wait: Callable[[Holder | None], None] | None = None,
+    ):
+        self.fn = fn
+        self.ttl, self.renew, self.margin, self.on_lost = ttl, renew, margin, on_lost
+        self.storage_options, self.timeout, self.poll = storage_options, timeout, poll
+        self.max_poll = max_poll if max_poll is not None else min(5.0, ttl / 6)
+        self.on_wait = on_wait
+        functools.update_wrapper(self, fn, updated=())
+
+    def slot(self, output_path: str | os.PathLike, storage_options: dict | None = None) -> OutputSlot:
+        name = getattr(self.fn, "__qualname__", None) or getattr(self.fn, "__name__", "")
+        return OutputSlot(output_path, storage_options=self.storage_options or storage_options,
+                          ttl=self.ttl, margin=self.margin, note=str(name))
+
+    def run(self, slot: Slot, work: Callable[[Heartbeat], T]) -> T:
+        """single_flight with this lock's settings (what disk_cached uses to cover save and marker)."""
+        return single_flight(
+            slot, work, renew=self.renew, on_wait=self.on_wait or _log_wait(str(slot)), poll=self.poll,
+            max_poll=self.max_poll, timeout=self.timeout,
+        )
+
+    def __call__(self, output_path: str | os.PathLike) -> T:
+        slot = self.slot(output_path)
+        return self.run(slot, lambda hb: _run_step(slot, self.fn, hb, self.on_lost, None))
+
+
+def distributed_lock(
+    fn: Callable[[Any], T] | None = None,
+    *,
+    ttl: float = DEFAULT_TTL,
+    renew: float | None = None,
+    margin: float | None = None,
+    on_lost: OnLost = "interrupt",
+    storage_options: dict | None = None,
+    timeout: float | None = None,
+    poll: float = 0.05,
+    max_poll: float | None = None,
+    on_wait: Callable[[Holder | None], None] | None = None,
+):
+    """Wrap `fn(output_path)` so that it runs under the lease on `<output_path>/.mbuild-lease`.
+
+    The wrapper raises `StepAlreadyDone` when `<output_path>/.mbuild-success` exists (checked before
+    and after acquiring), waits while another builder holds a live lease (polling from `poll` up to
+    `max_poll` seconds, at most `timeout` seconds in all, `on_wait(holder)` on every poll; by default
+    the holder is logged when it changes), takes over a stale lease, renews it every `renew`
+    seconds (default ttl/3), and after fn returns checks the lease and creates the success marker
+    (with fn's value when it is JSON). `on_lost`: see the module docstring. Usable as
+    `@distributed_lock` or `@distributed_lock(ttl=...)`.
+
+        result = disk_cached(distributed_lock(fn), output_path)   # run once, everyone gets the result
+    """
+    opts = dict(ttl=ttl, renew=renew, margin=margin, on_lost=on_lost, storage_options=storage_options,
+                timeout=timeout, poll=poll, max_poll=max_poll, on_wait=on_wait)
+    if fn is None:
+        return lambda f: Locked(f, **opts)
+    return Locked(fn, **opts)
+
+
+class Cached:
+    """`disk_cached(fn)` without an output path: call it with the output path."""
+
+    def __init__(self, fn: Callable[[Any], T], *, save=None, load=None, storage_options: dict | None = None):
+        self.fn, self.save, self.load, self.storage_options = fn, save, load, storage_options
+        functools.update_wrapper(self, fn, updated=())
+
+    def _hit(self, output_path: Any, record: dict) -> Any:
+        if self.load is not None:
+            return self.load(output_path)
+        return record.get("value")
+
+    def __call__(self, output_path: str | os.PathLike) -> Any:
+        fn = self.fn
+        if isinstance(fn, Locked):
+            slot = fn.slot(output_path, self.storage_options)
+        else:
+            slot = OutputSlot(output_path, storage_options=self.storage_options)
+        record = slot.success()
+        if record is not None:
+            log.info("disk_cached: hit %s", slot.url)
+            return self._hit(output_path, record)
+        try:
+            if isinstance(fn, Locked):  # the lease covers fn, save and the marker
+                return fn.run(slot, lambda hb: _run_step(slot, fn.fn, hb, fn.on_lost, self.save))
+            return _run_step(slot, fn, None, None, self.save)
+        except StepAlreadyDone:
+            log.info("disk_cached: %s was completed by another builder", slot.url)
+            return self._hit(output_path, slot.success() or {})
+
+
+def disk_cached(
+    fn: Callable[[Any], T] | None = None,
+    output_path: str | os.PathLike | None = None,
+    *,
+    save: Callable[[T, Any], None] | None = None,
+    load: Callable[[Any], T] | None = None,
+    storage_options: dict | None = None,
+):
+    """Run `fn(output_path)` once and cache at `output_path`; on a hit return `load(output_path)`.
+
+    - `disk_cached(fn, path)` runs now and returns the result; `disk_cached(fn)` (or
+      `@disk_cached(save=..., load=...)`) returns a function of the output path.
+    - With `save`, `save(result, output_path)` runs after fn, before the success marker. Without
+      `load`, a hit returns the JSON value fn returned (None if it was not JSON): fn does its own
+      reading and writing under output_path.
+    - The success marker is written only after fn (and save) complete; a failure is recorded in
+      `<output_path>/.mbuild-failed` and re-raised, never cached: calling again reruns fn.
+    - No locking by itself: wrap fn in `distributed_lock` so concurrent builders run it once::
+
+          @disk_cached(save=write_json, load=read_json)
+          @distributed_lock(ttl=120)
+          def tokenize(output_path): ...
+          tokenize("gs://bucket/tokenized-3f2a")      # one runner; the rest wait and load
+    """
+    if fn is None:
+        return lambda f: Cached(f, save=save, load=load, storage_options=storage_options)
+    cached = Cached(fn, save=save, load=load, storage_options=storage_options)
+    return cached if output_path is None else cached(output_path)
+
+
+def _log_wait(what: str) -> Callable[[Holder | None], None]:
+    last: list[str] = [""]
+
+    def on_wait(holder: Holder | None) -> None:
+        if holder is not None and holder.owner != last[0]:
+            last[0] = holder.owner
+            log.info("waiting for %s: held by %s", what, holder.describe())
+
+    return on_wait
+
+
+__all__ = [
+    "Cached", "LeaseBusy", "Locked", "OutputSlot", "Slot", "StepAlreadyDone", "current_lease", "disk_cached", "distributed_lock",
+    "single_flight", "stop_on_loss",
+]
