@@ -14,5 +14,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActionContext", "ActionError", "BuildFileError", "EncodingError", "Label", "LabelError", "MbuildError",
-    "Resources", "Rule", "WorkspaceError", "attr", "build", "glob", "parse_label", "parse_pattern", "rule",
+    "Resources", "Rule", "WorkspaceError", "attr", "build", "glob", "parse_label", "parse_pattern", "resolve_rule", "rule",
 ]

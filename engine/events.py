@@ -134,7 +134,7 @@ def quiet_storage_logs() -> None:
     """Storage clients log every retry with a traceback; mbuild reports what failed itself."""
     import logging
 
-    for name in ("gcsfs", "s3fs", "aiobotocore", "botocore", "fsspec", "finelog", "iris", "mbuild.leases.lease", "mbuild.steps.primitives"):
+    for name in ("gcsfs", "s3fs", "aiobotocore", "botocore", "fsspec", "finelog", "iris", "mbuild.leases", "mbuild.steps.primitives"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# Tests press Ctrl-C on the builds they start. A process started in the background (`pytest &`,
+# some CI runners) has SIGINT ignored, and an ignored signal stays ignored across exec, so the
+# builds would never see it. Handling it here makes every child start with the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _counter = itertools.count()
 

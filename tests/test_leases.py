@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import servers  # noqa: F401  (sets GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false before gcsfs is imported)
-from mbuild.leases.lease import Heartbeat, LeaseLost, cas_object, open_leases
+from mbuild.leases import Heartbeat, LeaseLost, cas_object, open_leases
 from mbuild.steps.primitives import (
     OutputSlot,
     StepAlreadyDone,
@@ -81,7 +81,7 @@ def store(request, tmp_path) -> Store:
 
 CHILD = r"""
 import json, os, sys, time, threading
-from mbuild.leases.lease import open_leases, Heartbeat, LeaseLost, cas_object
+from mbuild.leases import open_leases, Heartbeat, LeaseLost, cas_object
 from mbuild.steps.primitives import disk_cached, distributed_lock
 
 def reply(**kw):

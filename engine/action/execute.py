@@ -29,7 +29,7 @@ from mbuild.digests import digest_file
 from mbuild.events import TransferProgress
 from mbuild.errors import BlobUnavailableError, DiskFullError, StopRequested, disk_full
 from mbuild.labels import Label
-from mbuild.leases.lease import Conflict, Heartbeat, Holder, Lease, LeaseLost, LeaseStore, default_margin, open_leases
+from mbuild.leases import Conflict, Heartbeat, Holder, Lease, LeaseLost, LeaseStore, LmdbObject, default_margin, open_leases
 from mbuild.steps.primitives import LeaseBusy, StepAlreadyDone, single_flight, stop_on_loss
 from mbuild.model.targets import Resources, Rule, map_labels
 from mbuild.stores.results import ActionResult, OutputFile, OutputLink, check_link_target, json_value
@@ -295,7 +295,7 @@ def lease_store(config: ExecConfig, local: bool = False) -> LeaseStore:
             )
         else:
             _, db = open_stores(config.cache_dir)
-            store = LeaseStore(f"{config.cache_dir}#leases", db.lease_object, ttl=config.lease_ttl, margin=default_margin(config.lease_ttl), pid_check=True)
+            store = LeaseStore(f"{config.cache_dir}#leases", lambda key: LmdbObject(db, key), ttl=config.lease_ttl, margin=default_margin(config.lease_ttl), pid_check=True)
         _lease_stores[key] = (build, store)
     return store
 

@@ -27,7 +27,7 @@ from mbuild.encoding import encode
 from mbuild.errors import BlobUnavailableError, MbuildError, OutputPathTaken
 from mbuild.events import CACHE_HIT, FAILED, RAN, SKIPPED, ActionEvent, Console, EventsFile, Summary, TransferProgress
 from mbuild.action.execute import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran, RemoteLeaseError, lease_store, open_stores, run_action
-from mbuild.leases.lease import LEASE_LOST_EXIT_CODE, Holder
+from mbuild.leases import LEASE_LOST_EXIT_CODE, Holder
 from mbuild.model.graph import Graph
 from mbuild.keys.action_key import KEY_FORMAT, KeyParts, file_input, tree_input
 from mbuild.labels import Label

@@ -63,7 +63,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from mbuild.leases.lease import (
+from mbuild.leases import (
     DEFAULT_TTL,
     LEASE_LOST_EXIT_CODE,
     Conflict,
@@ -71,11 +71,11 @@ from mbuild.leases.lease import (
     Holder,
     Lease,
     LeaseLost,
-    _clock,
-    _filesystem,
     cas_object,
     open_leases,
 )
+from mbuild.leases.holders import clock
+from mbuild.leases.objects import filesystem
 
 log = logging.getLogger("mbuild.steps.primitives")
 
@@ -150,7 +150,7 @@ def single_flight(
     create-if-absent write: that is the fencing contract. Its return value is returned.
     """
     lease = slot.lease()
-    started = _clock()
+    started = clock()
     delay = poll
     while True:
         if slot.done():
@@ -166,7 +166,7 @@ def single_flight(
         if holder is not None:  # wake up when it would go stale, not max_poll later
             nap = min(nap, max(0.01, holder.expires - time.time() + 0.01))
         if timeout is not None:
-            left = timeout - (_clock() - started)
+            left = timeout - (clock() - started)
             if left <= 0:
                 who = f"; held by {holder.describe()}" if holder else ""
                 raise TimeoutError(f"waited {timeout:.0f}s for {lease.where}{who}")
@@ -276,7 +276,7 @@ class OutputSlot:
         else:
             self.local = None
             self.proto = {"gcs": "gs", "s3a": "s3"}.get(proto, proto)
-            self.fs = _filesystem(self.proto, storage_options)
+            self.fs = filesystem(self.proto, storage_options)
             self.base = rest.strip("/")
 
     def __repr__(self) -> str:

@@ -289,8 +289,25 @@ class LocalDB:
 
     # --- leases: compare-and-swap records -------------------------------------------------------
 
-    def lease_object(self, key: str) -> LmdbObject:
-        return LmdbObject(self, key)
+    def lease_record(self, key: str) -> tuple[bytes, str] | None:
+        """(body, version) of the lease record of `key`; the version is 16 random bytes stored first."""
+        value = self._read(b"leases", lambda txn: txn.get(key.encode()))
+        return None if value is None else (bytes(value[16:]), bytes(value[:16]).hex())
+
+    def swap_lease_record(self, key: str, data: bytes, expected: str | None) -> str | None:
+        """Write `data` as the lease record of `key` if its version is still `expected` (None: absent),
+        in one write transaction (atomic across every process sharing the cache). The new version,
+        or None when the version had changed (or the cache is read-only)."""
+        version, name = os.urandom(16), key.encode()
+
+        def cas(txn) -> bool:
+            current = txn.get(name)
+            if (None if current is None else bytes(current[:16]).hex()) != expected:
+                return False
+            txn.put(name, version + data)
+            return True
+
+        return version.hex() if self._write(b"leases", cas, default=False) else None
 
     # --- the remote cache's health, shared by a build's processes -------------------------------
 
@@ -586,39 +603,3 @@ def _is_permission(exc: BaseException) -> bool:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
-
-
-class LmdbObject:
-    """A lease record in the local database, written only by compare-and-swap.
-
-    One LMDB write transaction reads, compares and writes, so it is atomic across every process
-    sharing the cache; a killed process leaves the old or the new record, never a torn one. The
-    version is 16 random bytes stored before the body. (Files would cost a file creation per
-    write, ~1 ms on these disks; this costs microseconds.)
-    """
-
-    def __init__(self, db: LocalDB, key: str):
-        self.db, self.key = db, key.encode()
-        self.where = f"{db.path}#leases/{key}"
-
-    def read(self) -> tuple[bytes, str] | None:
-        value = self.db._read(b"leases", lambda txn: txn.get(self.key))
-        return None if value is None else (bytes(value[16:]), bytes(value[:16]).hex())
-
-    def write(self, data: bytes, expected: str | None) -> str:
-        from mbuild.leases.lease import Conflict
-
-        version = os.urandom(16)
-
-        def cas(txn) -> bool:
-            current = txn.get(self.key)
-            if (None if current is None else bytes(current[:16]).hex()) != expected:
-                return False
-            txn.put(self.key, version + data)
-            return True
-
-        if self.db.read_only:
-            raise Conflict(f"{self.where}: the local cache is read-only")
-        if not self.db._write(b"leases", cas, default=False):
-            raise Conflict(f"{self.where}: version changed")
-        return version.hex()

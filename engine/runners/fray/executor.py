@@ -127,7 +127,7 @@ class RemoteBusy(Exception):
 
 def _busy(holder: dict | None = None, fenced: bool = False) -> Any:
     """A `Busy` outcome (execute.Busy with a leases.Holder), from what a job reported."""
-    from mbuild.leases.lease import Holder
+    from mbuild.leases import Holder
 
     return _execute.Busy(Holder(**holder) if holder else None, fenced=fenced)
 
