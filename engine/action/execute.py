@@ -568,21 +568,6 @@ class _InputGone(Exception):
         self.label, self.reason = label, reason
 
 
-def materialize_tree(result: ActionResult, cas: LocalCAS, dest: Path) -> None:
-    """Build `dest` as the output tree of `result`, every blob verified against its digest."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for d in result.dirs:
-        (dest / d).mkdir(parents=True, exist_ok=True)
-    for f in result.files:
-        target = dest / f.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        cas.link_to(f.digest, f.size, target, f.executable)
-    for link in result.links:
-        target = dest / link.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(link.target, target)
-
-
 def _invoke(spec: ActionSpec, paths: dict[str, Path], out: Path, tmp: Path) -> Any:
     impl = resolve_rule(spec.rule)
     inputs = {k: map_labels(_as_labels(v), lambda lab: paths[str(lab)]) for k, v in spec.deps.items()}

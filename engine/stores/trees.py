@@ -70,7 +70,6 @@ def ensure(result: ActionResult, cas: LocalCAS, db: LocalDB | None = None, on_da
         return dest
     if on_damage is not None and os.path.lexists(dest):
         on_damage(first_difference(dest, result) or ".")
-    from mbuild.action.execute import materialize_tree
 
     tmp = dest.parent / f".tmp-{uuid.uuid4().hex}"
     try:
@@ -207,3 +206,18 @@ def _make_writable(root: Path) -> None:
 
 
 __all__ = ["BlobUnavailableError", "adopt", "check", "discard", "ensure", "first_difference", "racy", "stamps", "tree_path", "verify"]
+
+
+def materialize_tree(result: ActionResult, cas: LocalCAS, dest: Path) -> None:
+    """Build `dest` as the output tree of `result`, every blob verified against its digest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for d in result.dirs:
+        (dest / d).mkdir(parents=True, exist_ok=True)
+    for f in result.files:
+        target = dest / f.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cas.link_to(f.digest, f.size, target, f.executable)
+    for link in result.links:
+        target = dest / link.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(link.target, target)
