@@ -46,26 +46,20 @@ can be another (done = an action-cache entry exists for the key; lease = the key
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import ctypes
 import functools
 import json
 import logging
 import os
-import random
 import socket
-import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from mbuild.leases import (
     DEFAULT_TTL,
-    LEASE_LOST_EXIT_CODE,
     Conflict,
     Heartbeat,
     Holder,
@@ -74,177 +68,26 @@ from mbuild.leases import (
     cas_object,
     open_leases,
 )
-from mbuild.leases.holders import clock
 from mbuild.leases.objects import filesystem
+from mbuild.leases.on_loss import OnLost, stop_on_loss
+from mbuild.rebuild.single_flight import (
+    LeaseBusy,
+    Slot,
+    StepAlreadyDone,
+    current_lease,
+    single_flight,
+)
 
 log = logging.getLogger("mbuild.steps.primitives")
 
 T = TypeVar("T")
+
 
 SUCCESS = ".mbuild-success"
 FAILED = ".mbuild-failed"
 LEASE = ".mbuild-lease"
 _MAX_VALUE_BYTES = 1 << 20
 
-
-class StepAlreadyDone(Exception):
-    """The step's result is already published (by another builder, or an earlier run)."""
-
-
-class LeaseBusy(Exception):
-    """Another builder holds the step's live lease (raised by `single_flight(..., wait=False)`)."""
-
-    def __init__(self, where: str, holder: Holder | None):
-        self.holder = holder
-        super().__init__(f"{where} is held by {holder.describe() if holder else 'another builder'}")
-
-
-# --------------------------------------------------------------------------------------------
-# the engine-agnostic core
-
-
-class Slot(Protocol):
-    """One unit of work that should run once: where "done" is recorded, and its lease."""
-
-    def done(self) -> bool:
-        """Is the result published? (Called before acquiring, after acquiring, and on every poll.)"""
-
-    def lease(self) -> Lease:
-        """A fresh Lease on this work's key (from a LeaseStore)."""
-
-
-_current: contextvars.ContextVar[Heartbeat | None] = contextvars.ContextVar("mbuild_lease", default=None)
-
-
-def current_lease() -> Heartbeat | None:
-    """The heartbeat of the innermost lease this thread's work runs under (`.held()`, `.check()`,
-    `.lease.holder()`), or None outside `distributed_lock` / `single_flight`."""
-    return _current.get()
-
-
-def single_flight(
-    slot: Slot,
-    work: Callable[[Heartbeat], T],
-    *,
-    renew: float | None = None,
-    on_lost: Callable[[], None] | None = None,
-    on_wait: Callable[[Holder | None], None] | None = None,
-    poll: float = 0.05,
-    max_poll: float = 5.0,
-    timeout: float | None = None,
-    wait: bool = True,
-) -> T:
-    """Run `work(heartbeat)` under the slot's lease, once across builders; StepAlreadyDone if done.
-
-    With wait=False a live holder is not waited for: LeaseBusy(holder) is raised at once (the
-    engine's scheduler waits itself, so it can show who holds what and keep its workers busy).
-
-    1. done? -> StepAlreadyDone. 2. try to acquire the lease (fresh, released or stale); if someone
-    else holds it live, call `on_wait(holder)` and poll again after a backoff (poll .. max_poll,
-    never sleeping past the holder's expiry), until `timeout` (TimeoutError). 3. done again? (the
-    previous holder may have just finished) -> StepAlreadyDone. 4. run work under a Heartbeat
-    renewing every `renew` seconds (default ttl/3) that calls `on_lost` from its thread if the lease
-    is lost. 5. release the lease, whatever happened.
-
-    `work` must publish its result only after `heartbeat.check()` (raises LeaseLost) and with a
-    create-if-absent write: that is the fencing contract. Its return value is returned.
-    """
-    lease = slot.lease()
-    started = clock()
-    delay = poll
-    while True:
-        if slot.done():
-            raise StepAlreadyDone(lease.where)
-        if lease.try_acquire():
-            break
-        holder = lease.seen
-        if not wait:
-            raise LeaseBusy(lease.where, holder)
-        if on_wait is not None:
-            on_wait(holder)
-        nap = delay
-        if holder is not None:  # wake up when it would go stale, not max_poll later
-            nap = min(nap, max(0.01, holder.expires - time.time() + 0.01))
-        if timeout is not None:
-            left = timeout - (clock() - started)
-            if left <= 0:
-                who = f"; held by {holder.describe()}" if holder else ""
-                raise TimeoutError(f"waited {timeout:.0f}s for {lease.where}{who}")
-            nap = min(nap, left)
-        time.sleep(nap * random.uniform(0.8, 1.0))  # polling the store, with jitter
-        delay = min(delay * 1.5, max_poll)
-    try:
-        if slot.done():
-            raise StepAlreadyDone(lease.where)
-        with Heartbeat(lease, renew, on_lost) as heartbeat:
-            token = _current.set(heartbeat)
-            try:
-                return work(heartbeat)
-            finally:
-                _current.reset(token)
-    finally:
-        lease.release()
-
-
-class _Interrupt(LeaseLost):
-    def __init__(self, *args):
-        super().__init__(*(args or ("lease lost while the step ran: stopped, not published",)))
-
-
-class _Interrupter:
-    """Raise _Interrupt asynchronously in one thread, until disarmed (which also cancels one that
-    was sent but not yet delivered)."""
-
-    def __init__(self):
-        self.tid = threading.get_ident()
-        self.mu = threading.Lock()
-        self.armed, self.sent = True, False
-
-    def __call__(self) -> None:  # from the heartbeat thread
-        with self.mu:
-            if self.armed and not self.sent:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.tid), ctypes.py_object(_Interrupt))
-                self.sent = True
-
-    def disarm(self) -> None:
-        with self.mu:
-            self.armed = False
-            if self.sent:  # NULL clears a pending (undelivered) async exception
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.tid), None)
-
-
-def _exit_process() -> None:
-    log.error("lease lost: exiting with status %d", LEASE_LOST_EXIT_CODE)
-    os._exit(LEASE_LOST_EXIT_CODE)
-
-
-OnLost = str | Callable[[], None] | None
-
-
-@contextlib.contextmanager
-def stop_on_loss(heartbeat: Heartbeat | None, how: OnLost = "interrupt") -> Iterator[None]:
-    """While the block runs, stop it if the lease is lost: "interrupt" (LeaseLost raised in this
-    thread), "exit" (the process exits with LEASE_LOST_EXIT_CODE), a callable, or None (nothing)."""
-    if heartbeat is None or how is None:
-        yield
-        return
-    if how == "interrupt":
-        interrupter = _Interrupter()
-        heartbeat.add_on_lost(interrupter)
-        try:
-            yield
-        finally:
-            interrupter.disarm()
-            heartbeat.remove_on_lost(interrupter)
-        return
-    callback = _exit_process if how == "exit" else how
-    if not callable(callback):
-        raise ValueError(f"on_lost must be 'interrupt', 'exit', a callable or None, not {how!r}")
-    heartbeat.add_on_lost(callback)
-    try:
-        yield
-    finally:
-        heartbeat.remove_on_lost(callback)
 
 
 # --------------------------------------------------------------------------------------------
