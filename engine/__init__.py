@@ -5,7 +5,7 @@ The pieces a BUILD file or rule module uses are importable from here.
 
 from mbuild.front.build import build
 from mbuild.errors import ActionError, BuildFileError, EncodingError, LabelError, MbuildError, WorkspaceError
-from mbuild.action.execute import ActionContext, resolve_rule
+from mbuild.action.context import ActionContext, resolve_rule
 from mbuild.labels import Label, parse_label, parse_pattern
 from mbuild.model.loader import glob
 from mbuild.model.targets import Resources, Rule, attr, rule

@@ -132,14 +132,15 @@ def test_ctrl_c_releases_the_lease(ws):
     b.send_signal(signal.SIGINT)
     b.communicate(timeout=30)
     assert b.returncode == 130
-    from mbuild.action.execute import ExecConfig, lease_store
+    from mbuild.action.services import Services
+    from mbuild.action.spec import ExecConfig
 
     cache = str(ws.root / ".mbuild/cache")
     env = lmdb.open(str(ws.root / ".mbuild/cache/db"), max_dbs=8, map_size=1 << 30)
     with env.begin(db=env.open_db(b"leases")) as txn:
         [key] = [k.decode() for k, _ in txn.cursor()]
     env.close()
-    store = lease_store(ExecConfig(str(ws.root), cache))
+    store = Services().leases(ExecConfig(str(ws.root), cache))
     store.pid_check = False  # released by the builder, not merely left behind by a dead process
     assert store.lease(key).last_holder()[1] == "released"
 

@@ -9,7 +9,7 @@ mounts); nothing else changes for the action. The mounts never leave the namespa
 with the worker. Cost, measured here: ~0.3 ms once per worker, ~40 us per input per action.
 
 Where no namespace can be made (another OS, no privilege, actions on threads of the driver), the
-inputs are not protected, only checked: `execute.InputGuard` notices any change afterwards.
+inputs are not protected, only checked: `action.inputs.InputGuard` notices any change afterwards.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ from mbuild.model.graph import build_graph
 from mbuild.labels import Label, parse_pattern
 from mbuild.model.loader import Loader
 from mbuild.model.targets import SourceFile
-from mbuild.schedule.scheduler import BuildOptions, BuildResult, Scheduler
+from mbuild.schedule.scheduler import Scheduler
+from mbuild.schedule.status import BuildOptions, BuildResult
 from mbuild.model.workspace import Workspace, check_directories, check_fray_backend, check_jobs, load_workspace
 
 

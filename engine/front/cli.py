@@ -13,7 +13,7 @@ import click
 from mbuild.errors import MbuildError
 from mbuild.events import Console, quiet_storage_logs
 from mbuild.front.query.command import query
-from mbuild.schedule.scheduler import State
+from mbuild.schedule.status import State
 from mbuild.model.workspace import MARKER, is_mbuild_dir, load_workspace
 
 

@@ -10,10 +10,13 @@ workspace location, host, user, time, resources, the platform or the CPU count.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mbuild.keys.codeprint import CodePrint
+from mbuild.keys.codeprint import CodePrint, CodePrinter
+from mbuild.labels import Label
+from mbuild.model.targets import Target, map_labels
 from mbuild.digests import digest_bytes
 from mbuild.encoding import encode
 
@@ -44,3 +47,17 @@ def file_input(relpath: str, digest: str) -> list:
 
 def tree_input(label: str, digest: str) -> list:
     return ["tree", label, digest]
+
+
+def key_parts(node: Target, describe: Callable[[Label], list], codeprinter: CodePrinter, environ: Mapping[str, str], salt: str) -> KeyParts:
+    """The parts of `node`'s key, the one place a key is assembled: `describe(label)` gives each
+    dependency as file_input(...) or tree_input(...), `environ` the values of declared variables."""
+    return KeyParts(
+        rule=f"{node.rule.identity}@{node.rule.version}",
+        code=codeprinter.fingerprint(node.code_modules()),
+        config=node.config_bytes,
+        outputs=node.outputs,
+        inputs={k: map_labels(v, describe) for k, v in node.deps.items()},
+        env={name: environ.get(name) for name in node.env},
+        salt=salt,
+    )

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mbuild.errors import MbuildError, OutputPathTaken
-from mbuild.action.execute import ensure_tree
+from mbuild.stores.trees import ensure_from
 from mbuild.labels import Label
 from mbuild.stores.results import ActionResult
 from mbuild.stores import trees
@@ -83,7 +83,7 @@ class Materializer:
             if self.on_warning is not None:
                 self.on_warning(f"warning: the cached output of {label} was changed on disk ({entry}); restoring it from the verified store")
 
-        _, fetched = ensure_tree(result, self.cas, self.remote, self.db, damaged)
+        _, fetched = ensure_from(result, self.cas, self.remote, self.db, damaged)
         self._ensure_outputs_dir()
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".mbuild-tmp-{uuid.uuid4().hex[:12]}")  # short: the name may be 255 long

@@ -15,96 +15,34 @@ import os
 import queue
 import time
 import uuid
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from mbuild.action.services import Services
+from mbuild.action.spec import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran
+from mbuild.errors import BlobUnavailableError, MbuildError, OutputPathTaken
+from mbuild.events import ActionEvent, Console, EventsFile, TransferProgress
+from mbuild.keys.action_key import KeyParts, file_input, key_parts, tree_input
 from mbuild.keys.codeprint import CodePrinter
 from mbuild.keys.dists import Distributions
-from mbuild.digests import digest_bytes
-from mbuild.encoding import encode
-from mbuild.errors import BlobUnavailableError, MbuildError, OutputPathTaken
-from mbuild.events import CACHE_HIT, FAILED, RAN, SKIPPED, ActionEvent, Console, EventsFile, Summary, TransferProgress
-from mbuild.action.execute import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran, RemoteLeaseError, lease_store, open_stores, run_action
-from mbuild.leases import LEASE_LOST_EXIT_CODE, Holder
-from mbuild.model.graph import Graph
-from mbuild.keys.action_key import KEY_FORMAT, KeyParts, file_input, tree_input
+from mbuild.keys.explain import explain_miss, parts_record
 from mbuild.labels import Label
-from mbuild.schedule.outputs import Materializer
+from mbuild.leases import LEASE_LOST_EXIT_CODE
+from mbuild.leases.guarded import RemoteLeaseError
+from mbuild.model.graph import Graph
 from mbuild.model.targets import SourceFile, Target, map_labels
+from mbuild.model.workspace import CACHE_NOTE, Workspace, claim_directory
+from mbuild.rebuild.lookup import lookup, lookup_one
+from mbuild.runners.base import Runner
+from mbuild.runners.local import LocalRunner
+from mbuild.runners.pool import WorkerDied
+from mbuild.schedule.outputs import Materializer
+from mbuild.schedule.settings import remote_config
+from mbuild.schedule.status import EVENT_STATUS, RESOLVED, RETRY_MAX, BuildOptions, BuildResult, NodeStatus, State
+from mbuild.schedule.summary import summarize
 from mbuild.stores.results import ActionResult
-from mbuild.runners.pool import WorkerDied, WorkerPool
-
-if TYPE_CHECKING:
-    from mbuild.stores.remote import RemoteConfig
-from mbuild.model.workspace import CACHE_NOTE, Workspace, check_remote_url, claim_directory
 
 _MAX_RERUNS = 2  # times an action reruns because a dependency's stored bytes went bad
-_RETRY_FIRST, _RETRY_MAX = 0.1, 5.0  # seconds between looks at an action another builder holds
-
-
-class State(Enum):
-    WAITING = "waiting"
-    RUNNING = "running"
-    BLOCKED = "blocked"  # another builder holds its lease: retried until a result or a stale lease
-    HIT = "hit"
-    RAN = "ran"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    WOULD_RUN = "would_run"  # dry runs only
-
-
-_RESOLVED = (State.HIT, State.RAN)
-
-
-@dataclass
-class BuildOptions:
-    jobs: int
-    keep_going: bool = False
-    dry_run: bool = False
-    events: Path | None = None
-    retry_failed: bool = True  # False: an action that failed before with the same key fails at once
-    remote_url: str | None = None  # None: [remote].url; "": no remote cache
-    remote_upload: bool | None = None  # None: [remote].upload
-    fray_backend: str | None = None  # None: [fray].backend
-    remote_jobs: int | None = None  # None: [fray].remote_jobs
-
-
-@dataclass
-class NodeStatus:
-    state: State = State.WAITING
-    key: str | None = None
-    parts: KeyParts | None = None
-    digest: str | None = None  # file digest (sources) or tree digest (targets)
-    result: ActionResult | None = None
-    seconds: float = 0.0
-    source: str = "local"
-    log: str | None = None
-    error: str | None = None
-    because: str | None = None  # the failed dependency this was skipped for
-    why: str | None = None  # dry runs: why it would run
-    holder: Holder | None = None  # who holds its lease, when another builder does
-    failed_before: dict | None = None  # dry runs: the recorded failure of this very key, if any
-    retry_delay: float = _RETRY_FIRST
-    reruns: int = 0
-    distrust: bool = False  # its cached result proved unusable: the next run must really run it
-    bytes_up: int = 0
-    bytes_down: int = 0
-    waiters: list[int] = field(default_factory=list)  # nodes waiting for this one to rerun
-
-
-@dataclass
-class BuildResult:
-    summary: Summary
-    statuses: dict[Label, NodeStatus]
-    outputs: dict[Label, Path]
-    failures: list[tuple[Label, NodeStatus]]
-    interrupted: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.summary.exit_code == 0
 
 
 class Scheduler:
@@ -117,13 +55,14 @@ class Scheduler:
         self.status = [NodeStatus() for _ in graph.order]
         self.pending = [len(d) for d in graph.deps]
         self.ready: list[int] = []
-        self.running: dict[int, Any] = {}
+        self.running: dict[int, tuple[Runner, Any]] = {}  # node -> (its runner, the runner's handle)
         self.done: queue.Queue = queue.Queue()
         self.stopping = False
-        self.pool: WorkerPool | None = None
-        self.fray: Any = None  # the FrayExecutor, made when the first remote-tagged action runs
+        self.local = LocalRunner(options.jobs, lambda tag, outcome, exc, source: self.done.put((tag, outcome, exc, source)))
+        self.fray: Runner | None = None  # made when the first remote-tagged action runs
         claim_directory(workspace.cache_dir, CACHE_NOTE)
-        self.cas, self.db = open_stores(str(workspace.cache_dir))
+        self.services = Services()  # this process's open stores (the in-process fray backend's actions use them too)
+        self.cas, self.db = self.services.stores(str(workspace.cache_dir))
         if self.db.read_only:
             self.console.error(f"warning: the local cache {workspace.relpath(workspace.cache_dir)} is read-only: cached results are served, nothing new is recorded")
         self.codeprinter = CodePrinter(workspace.root, Distributions(None if self.db.read_only else workspace.cache_dir))
@@ -182,16 +121,12 @@ class Scheduler:
         except KeyboardInterrupt:
             interrupted = True
             self.console.error(f"\nInterrupted: stopping {len(self.running)} running action(s); nothing partial is cached.")
-            for i, handle in list(self.running.items()):
-                if self.graph.order[i].remote and self.fray is not None:
-                    self.fray.cancel(handle)
-                elif self.pool is not None:
-                    self.pool.cancel(handle)
+            for runner, handle in list(self.running.values()):
+                runner.cancel(handle)
         finally:
-            if self.pool is not None:
-                self.pool.close(kill=interrupted)
-            if self.fray is not None:
-                self.fray.close(kill=interrupted)
+            for runner in (self.local, self.fray):
+                if runner is not None:
+                    runner.close(kill=interrupted)
             self._save_label_records()
             self.db.sync()
         return self._finish(time.monotonic() - start, interrupted)
@@ -243,16 +178,16 @@ class Scheduler:
         every blob it names present remotely. Hits are copied into the local cache; their bytes are
         fetched only if someone needs them here (build without the bytes)."""
         batch, self.remote_queue = self.remote_queue, []
-        hits = self.remote.lookup(list({self.status[i].key for i in batch}))
+        hits = lookup([self.status[i].key for i in batch], self.db, self.remote, self._corrupt)
         self._drop_remote_if_down()
         for i in batch:
             st = self.status[i]
-            result = hits.get(st.key)
-            if result is None:
+            found = hits.get(st.key)
+            if found is None:
                 self._miss(i)
                 continue
-            self.db.put_result(st.key, result)
-            st.result, st.digest, st.source = result, result.tree, "remote"
+            st.result, st.digest = found.result, found.result.tree
+            st.source = "remote" if found.remote else st.source
             self._settle(i, State.HIT)
 
     def _drop_remote_if_down(self) -> None:
@@ -270,7 +205,7 @@ class Scheduler:
             st.state = State.WOULD_RUN
             st.why = self._explain_miss(node, st.parts)
             try:
-                st.holder = lease_store(self.exec_config).holder(st.key)
+                st.holder = self.services.leases(self.exec_config).holder(st.key)
             except RemoteLeaseError:  # (counted for the remote's breaker)
                 st.holder = None
             st.failed_before = self.db.get_failure(st.key)
@@ -286,7 +221,12 @@ class Scheduler:
         self._submit(i)
 
     def _lookup(self, key: str) -> ActionResult | None:
-        return self.db.valid_result(key, lambda k, exc: self.console.line(f"warning: dropping corrupt cache entry {k}: {exc}"))
+        """A valid result in the local cache (the remote one is asked in batches: _remote_lookup)."""
+        found = lookup_one(key, self.db, None, self._corrupt)
+        return found.result if found is not None else None
+
+    def _corrupt(self, key: str, exc: Exception) -> None:
+        self.console.line(f"warning: dropping corrupt cache entry {key}: {exc}")
 
     def _submit(self, i: int, announce: bool = True) -> None:
         """Run an action: remote-tagged ones (they ask for resources) as fray jobs, the rest in the local pool."""
@@ -298,14 +238,10 @@ class Scheduler:
             self.console.started(str(node.label), self.finished, self.actions)
         if self.remote is not None:
             self._drop_remote_if_down()
-        if node.remote:
-            self.running[i] = self._fray_executor().submit(self._spec(i), self.exec_config, i)
-            return
-        if self.pool is None:
-            self.pool = WorkerPool(self.options.jobs, lambda task, payload, exc: self.done.put((task.tag, payload, exc, "local")))
-        self.running[i] = self.pool.submit(run_action, (self._spec(i), self.exec_config), i)
+        runner = self._fray_runner() if node.remote else self.local
+        self.running[i] = (runner, runner.submit(self._spec(i), self.exec_config, i))
 
-    def _fray_executor(self):
+    def _fray_runner(self) -> Runner:
         if self.fray is None:
             from mbuild.runners.fray.executor import FrayExecutor  # fray (and Iris) load only when a remote-tagged action runs
 
@@ -315,7 +251,7 @@ class Scheduler:
                 controller=settings.controller or None,
                 max_jobs=self.options.remote_jobs or settings.remote_jobs,
                 retries=settings.retries,
-                on_done=lambda job, outcome, exc: self.done.put((job.tag, outcome, exc, job.source)),
+                on_done=lambda tag, outcome, exc, source: self.done.put((tag, outcome, exc, source)),
                 lookup=self._lookup_anywhere,
                 namespace=self.remote_config.url if self.remote_config else None,
             )
@@ -324,16 +260,8 @@ class Scheduler:
     def _lookup_anywhere(self, key: str) -> ActionResult | None:
         """A result published by a job: in the local cache, or (a job elsewhere) in the remote one.
         Called from the fray poller thread."""
-        _, db = open_stores(str(self.ws.cache_dir))
-        result = db.valid_result(key)
-        if result is not None:
-            return result
-        if self.remote is not None:
-            hit = self.remote.lookup([key]).get(key)
-            if hit is not None:
-                db.put_result(key, hit)
-                return hit
-        return None
+        found = lookup_one(key, self.db, self.remote)
+        return found.result if found is not None else None
 
     def _handle(self, i: int, outcome: Any, exc: BaseException | None, source: str) -> None:
         self.running.pop(i, None)
@@ -382,7 +310,7 @@ class Scheduler:
         delay = st.retry_delay
         if busy.holder is not None:  # no later than the moment it would go stale
             delay = min(delay, max(0.01, busy.holder.expires - time.time() + 0.01))
-        st.retry_delay = min(st.retry_delay * 1.5, _RETRY_MAX)
+        st.retry_delay = min(st.retry_delay * 1.5, RETRY_MAX)
         heapq.heappush(self.timers, (time.monotonic() + delay, i))
 
     def _retry_due(self) -> None:
@@ -442,7 +370,7 @@ class Scheduler:
         st.state = state
         st.because = because
         node = self.graph.order[i]
-        if state in _RESOLVED and node.label in self.requested and not self.options.dry_run:
+        if state in RESOLVED and node.label in self.requested and not self.options.dry_run:
             try:
                 self.outputs[node.label], fetched = self.materializer.place(node.label, st.result)
                 st.bytes_down += fetched
@@ -462,7 +390,7 @@ class Scheduler:
         self.finished += 1
         self.events.write(
             ActionEvent(
-                str(node.label), st.key, _EVENT_STATUS[state], st.seconds if state is State.RAN or state is State.FAILED else 0.0,
+                str(node.label), st.key, EVENT_STATUS[state], st.seconds if state is State.RAN or state is State.FAILED else 0.0,
                 st.source, st.log, st.error, st.because, st.bytes_up, st.bytes_down,
             ).record()
         )
@@ -489,15 +417,7 @@ class Scheduler:
                 return file_input(dep.relpath, self.status[d].digest)
             return tree_input(str(label), self.status[d].digest)
 
-        return KeyParts(
-            rule=f"{node.rule.identity}@{node.rule.version}",
-            code=self.codeprinter.fingerprint(node.code_modules()),
-            config=node.config_bytes,
-            outputs=node.outputs,
-            inputs={k: map_labels(v, describe) for k, v in node.deps.items()},
-            env={name: self.env_values.get(name) for name in node.env},
-            salt=self.ws.settings.workspace.salt,
-        )
+        return key_parts(node, describe, self.codeprinter, self.env_values, self.ws.settings.workspace.salt)
 
     def _spec(self, i: int) -> ActionSpec:
         node: Target = self.graph.order[i]
@@ -525,139 +445,30 @@ class Scheduler:
     # --- explanations ----------------------------------------------------------------------------
 
     def _explain_miss(self, node: Target, parts: KeyParts) -> str:
-        previous = self.db.get_label(str(node.label))
-        if previous is None:
-            return "never built"
-        now = _parts_record(node, parts)
-        changes = []
-        if previous.get("format", "mbuild-action/1") != now["format"]:
-            changes.append(f"key format changed (mbuild upgraded): {previous.get('format', 'mbuild-action/1')} -> {now['format']}")
-        if previous.get("salt") != now["salt"]:
-            changes.append("workspace salt changed")
-        if "python" in previous and previous["python"] != now["python"]:
-            changes.append(f"Python {previous['python']} → {now['python']}")
-        if "packages" in previous:
-            changes.extend(_package_changes(previous["packages"], now["packages"]))
-        if previous.get("rule") != now["rule"]:
-            changes.append(f"rule changed: {previous.get('rule')} -> {now['rule']}")
-        if previous.get("code") != now["code"]:
-            before = dict(previous.get("modules", []))
-            changed = sorted(m for m, d in now["modules"] if before.get(m) != d) or ["(module set)"]
-            changes.append("rule code changed: " + ", ".join(changed))
-        for name, (digest, shown) in now["config"].items():
-            old = previous.get("config", {}).get(name)
-            if old is None or old[0] != digest:
-                changes.append(f"config {name!r}: {old[1] if old else '(new)'} -> {shown}")
-        for name, digest in now["inputs"].items():
-            if previous.get("inputs", {}).get(name) != digest:
-                changes.append(f"input {name!r} changed")
-        if previous.get("env") != now["env"]:
-            changes.append("declared environment changed")
-        if previous.get("outputs") != now["outputs"]:
-            changes.append("declared outputs changed")
-        if not changes:
-            return "no cache entry for this key (evicted, or built elsewhere)"
-        return "; ".join(changes)
+        return explain_miss(self.db.get_label(str(node.label)), parts_record(node, parts))
 
     def _save_label_records(self) -> None:
         """Remember each target's latest key and its parts, so later builds can say what changed."""
         keyed = {
             str(node.label): i
             for i, node in enumerate(self.graph.order)
-            if isinstance(node, Target) and self.status[i].state in _RESOLVED and self.status[i].parts is not None
+            if isinstance(node, Target) and self.status[i].state in RESOLVED and self.status[i].parts is not None
         }
         changed = self.db.changed_labels({label: self.status[i].key for label, i in keyed.items()})
         records = {}
         for label in changed:
             i = keyed[label]
-            records[label] = _parts_record(self.graph.order[i], self.status[i].parts) | {"key": self.status[i].key}
+            records[label] = parts_record(self.graph.order[i], self.status[i].parts) | {"key": self.status[i].key}
         self.db.put_labels(records)
 
     # --- the end ---------------------------------------------------------------------------------
 
     def _finish(self, seconds: float, interrupted: bool) -> BuildResult:
-        summary = Summary(seconds=seconds)
-        failures = []
-        statuses = {}
-        for i, node in enumerate(self.graph.order):
-            if not isinstance(node, Target):
-                continue
-            st = self.status[i]
-            statuses[node.label] = st
-            summary.actions += 1
-            summary.bytes_up += st.bytes_up
-            summary.bytes_down += st.bytes_down
-            if st.state is State.RAN:
-                summary.ran += 1
-                summary.uploads += st.bytes_up > 0
-            elif st.state is State.HIT:
-                summary.cache_hits += 1
-                if st.source == "remote":
-                    summary.remote_hits += 1
-                else:
-                    summary.local_hits += 1
-            elif st.state is State.FAILED:
-                summary.failed += 1
-                failures.append((node.label, st))
-            elif st.state is State.SKIPPED:
-                summary.skipped += 1
-            elif st.state is not State.WOULD_RUN:
-                summary.not_started += 1
+        remote_requests = None
         if self.remote is not None:
             _ = self.remote.available  # reading it reports an outage a worker found that nobody reported yet
-            summary.remote_requests = self.remote.stats.requests + self.worker_requests
-        if interrupted:
-            summary.exit_code = 130
-        elif summary.failed or summary.skipped or summary.not_started:
-            summary.exit_code = 1
-        summary.failures = [{"label": str(lab), "error": st.error} for lab, st in failures]
-        self.events.write(summary.record())
+            remote_requests = self.remote.stats.requests + self.worker_requests
+        result = summarize(self.graph.order, self.status, self.outputs, seconds, interrupted, remote_requests)
+        self.events.write(result.summary.record())
         self.events.close()
-        return BuildResult(summary, statuses, self.outputs, failures, interrupted)
-
-
-_EVENT_STATUS = {State.RAN: RAN, State.HIT: CACHE_HIT, State.FAILED: FAILED, State.SKIPPED: SKIPPED}
-
-
-def _parts_record(node: Target, parts: KeyParts) -> dict:
-    return {
-        "salt": digest_bytes(parts.salt.encode()),
-        "rule": parts.rule,
-        "format": KEY_FORMAT,
-        "code": parts.code.digest,
-        "modules": [list(p) for p in parts.code.modules],
-        "python": parts.code.python,
-        "packages": dict(parts.code.packages),
-        "config": {k: [digest_bytes(encode(v)), _short(v)] for k, v in node.config.items()},
-        "inputs": {k: digest_bytes(encode(v)) for k, v in parts.inputs.items()},
-        "env": digest_bytes(encode(parts.env)),
-        "outputs": list(parts.outputs),
-    }
-
-
-def _package_changes(before: dict, now: dict) -> list[str]:
-    """`jax 0.6.0 → 0.6.1` for each distribution whose version changed, appeared or went."""
-    return [
-        f"{name} {before.get(name, '(none)')} → {now.get(name, '(none)')}"
-        for name in sorted(before.keys() | now.keys())
-        if before.get(name) != now.get(name)
-    ]
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def remote_config(workspace: Workspace, options: BuildOptions) -> RemoteConfig | None:
-    """The remote cache to use: WORKSPACE.toml's [remote], overridden by the command line."""
-    settings = workspace.settings.remote
-    url = settings.url if options.remote_url is None else options.remote_url
-    if not url:
-        return None
-    if options.remote_url:
-        check_remote_url(url, "--remote-cache")
-    upload = settings.upload if options.remote_upload is None else options.remote_upload
-    from mbuild.stores.remote import RemoteConfig
-
-    return RemoteConfig(url, upload=upload, timeout=settings.timeout, max_failures=settings.max_failures, storage_options=dict(settings.options))
+        return result

@@ -33,6 +33,7 @@ from mbuild.stores.cas import LocalCAS
 
 if TYPE_CHECKING:
     from mbuild.stores.localdb import LocalDB
+    from mbuild.stores.remote import RemoteStore
 
 # Entries changed this recently are hashed again rather than trusted by their stamp: a file system's
 # timestamps may be as coarse as a clock tick (or 2 s on some), so a same-tick change is invisible.
@@ -221,3 +222,17 @@ def materialize_tree(result: ActionResult, cas: LocalCAS, dest: Path) -> None:
         target = dest / link.path
         target.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(link.target, target)
+
+
+def ensure_from(
+    result: ActionResult, cas: LocalCAS, remote: RemoteStore | None, db: LocalDB | None = None, on_damage: Callable[[str], None] | None = None
+) -> tuple[Path, int]:
+    """(the checked local tree of `result`, bytes fetched): blobs missing or corrupt locally come
+    from the remote cache (verified before use); BlobUnavailableError if neither has them."""
+    try:
+        return ensure(result, cas, db, on_damage), 0
+    except BlobUnavailableError:
+        if remote is None:
+            raise
+    fetched = remote.fetch_blobs(cas, [(f.digest, f.size) for f in result.files if not cas.has(f.digest)])
+    return ensure(result, cas, db), fetched

@@ -1,0 +1,71 @@
+"""What a rule implementation receives (ActionContext), and calling it: resolve the rule by name,
+turn its dependencies into paths and values, and check the value it returns."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from mbuild.action.spec import ActionSpec
+from mbuild.labels import Label
+from mbuild.model.targets import Rule, map_labels
+from mbuild.stores.results import json_value
+
+
+class ActionContext:
+    """What a rule implementation receives.
+
+    - `attr`: configuration attributes (`ctx.attr.vocab_size`)
+    - `inputs`: dependency attributes as paths: a source file's path, or a target's output
+      directory; lists and dicts of labels arrive as lists and dicts of paths
+    - `values`: the same structure holding each dependency target's returned value (None for files)
+    - `labels`: the same structure holding each dependency's label, as a string
+    - `out`: the output directory (everything written here is an output); `tmp`: scratch space
+    - `env`: declared environment variables (the only ones in the key)
+    """
+
+    def __init__(self, attr: dict, inputs: dict, values: dict, labels: dict, out: Path, tmp: Path, env: dict, resources):
+        self.attr = SimpleNamespace(**attr)
+        self.inputs = SimpleNamespace(**inputs)
+        self.values = SimpleNamespace(**values)
+        self.labels = SimpleNamespace(**labels)
+        self.out = out
+        self.tmp = tmp
+        self.env = env
+        self.resources = resources
+
+    def log(self, message: str) -> None:
+        print(message, flush=True)
+
+
+def invoke(spec: ActionSpec, paths: dict[str, Path], out: Path, tmp: Path) -> Any:
+    impl = resolve_rule(spec.rule)
+    inputs = {k: map_labels(as_labels(v), lambda lab: paths[str(lab)]) for k, v in spec.deps.items()}
+    values = {
+        k: map_labels(as_labels(v), lambda lab: r.value if (r := spec.inputs[str(lab)].result) else None)
+        for k, v in spec.deps.items()
+    }
+    ctx = ActionContext(spec.config, inputs, values, dict(spec.deps), out, tmp, dict(spec.env), spec.resources)
+    return json_value(impl(ctx), spec.label)
+
+
+def resolve_rule(identity: str):
+    """The implementation function named by a rule identity 'module:qualname'."""
+    module_name, _, qualname = identity.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj.impl if isinstance(obj, Rule) else obj
+
+
+def as_labels(value: Any) -> Any:
+    """Dependency structures travel as strings; turn them back into Labels for map_labels."""
+    if isinstance(value, str):
+        return Label(*value[2:].split(":", 1))
+    if isinstance(value, list):
+        return [as_labels(v) for v in value]
+    if isinstance(value, dict):
+        return {k: as_labels(v) for k, v in value.items()}
+    return value

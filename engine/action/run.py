@@ -1,0 +1,93 @@
+"""Run one action: stage its inputs, call the rule with its stdout and stderr in a log, check that
+its inputs were left alone, and store its outputs (CAS, then the tree cache).
+
+Publishing the result is not done here: the rebuilder does it under the action's lease
+(rebuild/publish.py). A crash at any moment is safe: outputs are checked and every blob is stored
+before the action-cache entry that names them can be written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from mbuild import faults
+from mbuild.action import sandbox
+from mbuild.action.context import invoke
+from mbuild.action.inputs import InputGone, stage_inputs
+from mbuild.action.logs import failure_line, keep_log, output_to, tail
+from mbuild.action.outputs import action_meta, check_declared, collect
+from mbuild.action.services import Services
+from mbuild.action.spec import ActionSpec, ExecConfig, Failed, InputUnavailable, Produced
+from mbuild.errors import StopRequested
+from mbuild.leases import Heartbeat, LeaseLost
+from mbuild.leases.on_loss import stop_on_loss
+from mbuild.stores import trees
+from mbuild.stores.localdb import LocalDB
+
+
+def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat: Heartbeat, box: sandbox.Sandbox) -> Produced | Failed | InputUnavailable:
+    """Stage inputs, run the rule, check and store its outputs. A lost lease stops the rule
+    (LeaseLost in this thread, or the process exits, as `config.in_process` says)."""
+    faults.point("acquired")
+    cas, db = services.stores(config.cache_dir)
+    remote = services.remote(config)
+    cache = Path(config.cache_dir)
+    scratch = services.scratch(cache)
+    scratch.reset()
+    try:
+        paths, fetched, guard = stage_inputs(spec, cas, db, remote, Path(config.workspace_root))
+    except InputGone as gone:
+        return InputUnavailable(gone.label, gone.reason)
+    faults.point("running")
+    started = time.time()
+    protected = [str(paths[label]) for label in spec.inputs]
+    with output_to(scratch.log, config.capture_output) as log, stop_on_loss(heartbeat, "interrupt" if config.in_process else "exit"), box.read_only(protected):
+        try:
+            value = invoke(spec, paths, scratch.out, scratch.tmp)
+            check_declared(spec.outputs, scratch.out)
+        except LeaseLost:
+            raise
+        except BaseException as exc:  # the rule's own failure (sys.exit and KeyboardInterrupt too): report it, cache nothing
+            if isinstance(exc, StopRequested):
+                raise  # the driver is stopping this worker: unwind, releasing the lease
+            with contextlib.suppress(OSError):  # a full disk must not turn the failure into a crash
+                print("".join(traceback.format_exception(exc)), file=sys.stderr, flush=True)
+            failure = exc
+        else:
+            failure = None
+    changed = guard.changed()
+    if changed is not None:
+        guard.drop_damaged(cas)
+        label, path, source = changed
+        what = (
+            f"the workspace file {path} changed while the action ran" if source
+            else f"input {label} changed while the action ran ({path}); its damaged copy was dropped and is rebuilt when needed"
+        )
+        print(f"mbuild: {what}", file=sys.stderr, flush=True)
+        log_path = keep_log(scratch.log, cache, spec.key, log.size(), force=True)
+        return failed(
+            db, spec, f"{what}: actions must not write to their inputs (write outputs under ctx.out, scratch files under ctx.tmp)",
+            tail(Path(log_path)), log_path,
+        )
+    log_path = keep_log(scratch.log, cache, spec.key, log.size(), force=failure is not None)
+    if failure is not None:
+        return failed(db, spec, failure_line(failure, scratch.out), tail(Path(log_path)), log_path)
+    faults.point("hashing")
+    try:
+        result = collect(scratch.out, cas, value, action_meta(spec, started))
+    except ValueError as exc:
+        return failed(db, spec, str(exc), "", log_path or "")
+    trees.adopt(scratch.out, result, cas)
+    return Produced(result, log_path or "", bytes_down=fetched)
+
+
+def failed(db: LocalDB, spec: ActionSpec, error: str, detail: str, log: str) -> Failed:
+    """Record a failure (so `--no-retry-failed` can name it); failures are never cached as results."""
+    db.record_failure(spec.key, {"label": spec.label, "error": error, "log": log, "at": time.time(), "host": socket.gethostname(), "pid": os.getpid()})
+    return Failed(error, detail, log)

@@ -1,0 +1,51 @@
+"""The one answer to "is there a valid result for this key?", for every caller (the scheduler, the
+run-once slot, the fray poller, status, dry runs).
+
+The local action cache first (a record is validated, and must name the key it is read under);
+then, for the keys still missing, one batched question to the remote cache, where a hit needs a
+valid record and every blob it names present. A remote hit is copied into the local cache, so
+the next lookup is local. The bytes themselves are fetched only when someone needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mbuild.errors import CacheCorruptError
+from mbuild.stores.localdb import LocalDB
+from mbuild.stores.results import ActionResult
+
+if TYPE_CHECKING:
+    from mbuild.stores.remote import RemoteStore
+
+OnCorrupt = Callable[[str, CacheCorruptError], None]
+
+
+@dataclass(frozen=True)
+class Found:
+    result: ActionResult
+    remote: bool = False  # found in the remote cache (and copied into the local one)
+
+
+def lookup(keys: Iterable[str], db: LocalDB, remote: RemoteStore | None = None, on_corrupt: OnCorrupt | None = None) -> dict[str, Found]:
+    """The valid results among `keys`: local first, then remote (with `remote`)."""
+    found: dict[str, Found] = {}
+    missing: list[str] = []
+    for key in keys:
+        result = db.valid_result(key, on_corrupt)
+        if result is not None:
+            found[key] = Found(result)
+        elif key not in found:
+            missing.append(key)
+    if missing and remote is not None:
+        for key, result in remote.lookup(list(dict.fromkeys(missing))).items():
+            db.put_result(key, result)
+            found[key] = Found(result, remote=True)
+    return found
+
+
+def lookup_one(key: str, db: LocalDB, remote: RemoteStore | None = None, on_corrupt: OnCorrupt | None = None) -> Found | None:
+    """lookup() for one key."""
+    return lookup([key], db, remote, on_corrupt).get(key)
