@@ -8,7 +8,8 @@ from mbuild.errors import ActionError, BuildFileError, EncodingError, LabelError
 from mbuild.action.context import ActionContext, resolve_rule
 from mbuild.labels import Label, parse_label, parse_pattern
 from mbuild.model.loader import glob
-from mbuild.model.targets import Resources, Rule, attr, rule
+from mbuild.model.attrs import Resources, attr
+from mbuild.model.targets import Rule, rule
 
 __version__ = "0.1.0"
 

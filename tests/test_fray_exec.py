@@ -25,7 +25,7 @@ import pytest
 
 from mbuild.action.execute import ActionSpec, ExecConfig, Failed, Input, InputUnavailable, Ran, open_stores
 from mbuild.runners.fray.executor import FrayExecutor, RemoteJobCancelled, classify_iris_failure, job_name, resource_config
-from mbuild.model.targets import Resources
+from mbuild.model.attrs import Resources
 from mbuild.stores.results import ActionResult, OutputFile
 
 SMALL = Resources(cpu=0.25, ram="256m", disk="256m")  # what a local Iris worker (8 CPU, 16 GiB) fits 32 of

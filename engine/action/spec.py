@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mbuild.leases import Holder
-from mbuild.model.targets import Resources
+from mbuild.model.attrs import Resources
 from mbuild.stores.results import ActionResult
 
 if TYPE_CHECKING:  # the remote store (and asyncio) load only when a remote cache is configured

@@ -1,4 +1,4 @@
-"""The build model: attributes, rules, targets and source files.
+"""The build model: rules, targets and source files (attribute schemas: model/attrs.py).
 
 A rule pairs an implementation function with an attribute schema. Calling a rule inside a BUILD
 file declares a target in that file's package. Attributes are dependencies (labels) or
@@ -8,114 +8,16 @@ configuration values; both go into the action key (dependencies by their output 
 from __future__ import annotations
 
 import contextvars
-import dataclasses
-import enum
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from mbuild.encoding import encode
 from mbuild.errors import EncodingError, LabelError, RuleDefinitionError, did_you_mean
 from mbuild.labels import Label, parse_label
-
-_REQUIRED = object()
-
-DEP_KINDS = frozenset({"label", "label_list", "label_dict"})
-
-
-@dataclass(frozen=True)
-class Attr:
-    """One attribute of a rule's schema. Build these with the `attr` helpers."""
-
-    kind: str
-    default: Any = _REQUIRED
-    doc: str = ""
-    values: tuple | None = None  # allowed values (string attributes)
-    type: type | None = None  # required class (value attributes)
-
-    @property
-    def is_dep(self) -> bool:
-        return self.kind in DEP_KINDS
-
-    @property
-    def mandatory(self) -> bool:
-        return self.default is _REQUIRED
-
-
-class attr:  # noqa: N801 — a namespace, spelled like Bazel's `attr` module
-    """Attribute schema constructors, named as in Bazel (`attr.label`, `attr.int`, ...)."""
-
-    @staticmethod
-    def label(*, default: str | None | object = _REQUIRED, doc: str = "") -> Attr:
-        """One dependency: a target (its output directory) or a source file (its path)."""
-        return Attr("label", default, doc)
-
-    @staticmethod
-    def label_list(*, default: Sequence[str] | object = _REQUIRED, doc: str = "") -> Attr:
-        """A list of dependencies; a filegroup or list of files arrives as a list of paths."""
-        return Attr("label_list", tuple(default) if isinstance(default, (list, tuple)) else default, doc)
-
-    @staticmethod
-    def label_dict(*, default: Mapping[str, Any] | object = _REQUIRED, doc: str = "") -> Attr:
-        """Named dependencies: a dict of names to a label or a list of labels."""
-        return Attr("label_dict", default, doc)
-
-    @staticmethod
-    def string(*, default: str | object = _REQUIRED, values: Sequence[str] | None = None, doc: str = "") -> Attr:
-        return Attr("string", default, doc, tuple(values) if values else None)
-
-    @staticmethod
-    def int(*, default: int | object = _REQUIRED, doc: str = "") -> Attr:
-        return Attr("int", default, doc)
-
-    @staticmethod
-    def float(*, default: float | object = _REQUIRED, doc: str = "") -> Attr:
-        return Attr("float", default, doc)
-
-    @staticmethod
-    def bool(*, default: bool | object = _REQUIRED, doc: str = "") -> Attr:
-        return Attr("bool", default, doc)
-
-    @staticmethod
-    def string_list(*, default: Sequence[str] | object = _REQUIRED, doc: str = "") -> Attr:
-        return Attr("string_list", tuple(default) if isinstance(default, (list, tuple)) else default, doc)
-
-    @staticmethod
-    def string_dict(*, default: Mapping[str, str] | object = _REQUIRED, doc: str = "") -> Attr:
-        return Attr("string_dict", default, doc)
-
-    @staticmethod
-    def value(*, type: type | None = None, default: Any = _REQUIRED, doc: str = "") -> Attr:  # noqa: A002
-        """Any deterministically encodable value (dict, list, dataclass, enum...), optionally of one class."""
-        return Attr("value", default, doc, None, type)
-
-    @staticmethod
-    def code(*, default: str | object = _REQUIRED, doc: str = "") -> Attr:
-        """A function named 'module:qualname'. Its module's source goes into the key."""
-        return Attr("code", default, doc)
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What an action asks of the machine that runs it. Asking makes the action remote-tagged."""
-
-    cpu: float = 1
-    ram: str = "1g"
-    disk: str = "1g"
-    accelerator: str | None = None
-
-    @classmethod
-    def of(cls, value: Resources | Mapping[str, Any] | None, where: str) -> Resources | None:
-        if value is None or isinstance(value, Resources):
-            return value
-        if isinstance(value, Mapping):
-            try:
-                return cls(**value)
-            except TypeError as exc:
-                raise RuleDefinitionError(f"{where}: bad resources {dict(value)!r}: {exc}") from None
-        raise RuleDefinitionError(f"{where}: resources must be a dict or Resources, got {type(value).__name__}")
+from mbuild.model.attrs import Attr, Resources
+from mbuild.model.checks import check_config, check_deps, check_outputs, check_str_list
 
 
 @dataclass(frozen=True)
@@ -182,7 +84,7 @@ class Rule:
         """The rule's fixed outputs, validated once."""
         checked = self.__dict__.get("_checked_outputs")
         if checked is None:
-            checked = self.__dict__["_checked_outputs"] = _check_outputs(self.outputs, where)
+            checked = self.__dict__["_checked_outputs"] = check_outputs(self.outputs, where)
         return checked
 
     def __call__(self, name: str, **kwargs: Any) -> str:
@@ -309,7 +211,7 @@ def make_target(rule: Rule, package: str, name: Any, kwargs: dict[str, Any], loc
     where = f"{rule.kind} {label}"
     tags = kwargs.pop("tags", ())
     resources = Resources.of(kwargs.pop("resources", None), where) or rule.resources
-    env = rule.env + tuple(_check_str_list(kwargs.pop("env", ()), where, "env"))
+    env = rule.env + tuple(check_str_list(kwargs.pop("env", ()), where, "env"))
 
     config: dict[str, Any] = {}
     deps: dict[str, DepValue] = {}
@@ -327,14 +229,14 @@ def make_target(rule: Rule, package: str, name: Any, kwargs: dict[str, Any], loc
         else:
             value = schema.default
         if schema.is_dep:
-            deps[key] = _check_deps(value, schema, package, where, key)
+            deps[key] = check_deps(value, schema, package, where, key)
         else:
-            config[key] = _check_config(value, schema, where, key)
+            config[key] = check_config(value, schema, where, key)
     try:
         config_bytes = encode(config, "config")
     except EncodingError as exc:
         raise RuleDefinitionError(f"{where}: {exc}") from None
-    outputs = _check_outputs(rule.outputs(config), where) if callable(rule.outputs) else rule.checked_outputs(where)
+    outputs = check_outputs(rule.outputs(config), where) if callable(rule.outputs) else rule.checked_outputs(where)
     return Target(
         label=label,
         rule=rule,
@@ -343,110 +245,10 @@ def make_target(rule: Rule, package: str, name: Any, kwargs: dict[str, Any], loc
         outputs=outputs,
         env=tuple(dict.fromkeys(env)),
         resources=resources,
-        tags=tuple(_check_str_list(tags, where, "tags")),
+        tags=tuple(check_str_list(tags, where, "tags")),
         location=location,
         config_bytes=config_bytes,
     )
-
-
-def _check_str_list(value: Any, where: str, key: str) -> list[str]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise RuleDefinitionError(f"{where}: attribute {key!r} must be a list of strings, got {value!r}")
-    return list(value)
-
-
-def _check_deps(value: Any, schema: Attr, package: str, where: str, key: str) -> DepValue:
-    def one(v: Any, sub: str) -> Label:
-        if isinstance(v, Label):
-            return v
-        try:
-            return parse_label(v, package)
-        except LabelError as exc:
-            raise RuleDefinitionError(f"{where}: attribute {sub!r}: {exc}") from None
-
-    def many(v: Any, sub: str) -> list[Label]:
-        if isinstance(v, (str, Label)) or not isinstance(v, (list, tuple)):
-            raise RuleDefinitionError(f"{where}: attribute {sub!r} must be a list of labels, got {v!r}")
-        return [one(x, sub) for x in v]
-
-    if schema.kind == "label":
-        return None if value is None else one(value, key)
-    if schema.kind == "label_list":
-        return many(value, key)
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        raise RuleDefinitionError(f"{where}: attribute {key!r} must be a dict of names to labels, got {value!r}")
-    return {k: one(v, f"{key}[{k!r}]") if isinstance(v, (str, Label)) else many(v, f"{key}[{k!r}]") for k, v in value.items()}
-
-
-_SCALARS: dict[str, tuple[type, ...]] = {"string": (str,), "int": (int,), "float": (float, int), "bool": (bool,), "code": (str,)}
-
-
-def _check_config(value: Any, schema: Attr, where: str, key: str) -> Any:
-    kind = schema.kind
-
-    def fail(expected: str):
-        raise RuleDefinitionError(f"{where}: attribute {key!r} must be {expected}, got {type(value).__name__} {value!r}")
-
-    if kind in _SCALARS:
-        if value is None and schema.default is None:
-            return None
-        types_ = _SCALARS[kind]
-        if not isinstance(value, types_) or (kind != "bool" and isinstance(value, bool)):
-            fail({"string": "a string", "int": "an int", "float": "a number", "bool": "True or False", "code": "a 'module:function' string"}[kind])
-        if kind == "float":
-            return float(value)
-        if kind == "string" and schema.values and value not in schema.values:
-            raise RuleDefinitionError(
-                f"{where}: attribute {key!r} must be one of {list(schema.values)}, got {value!r}{did_you_mean(value, schema.values)}"
-            )
-        if kind == "code":
-            _check_code_ref(value, where, key)
-        return value
-    if kind == "string_list":
-        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            fail("a list of strings")
-        return list(value)
-    if kind == "string_dict":
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            fail("a dict of strings to strings")
-        return dict(value)
-    if kind == "value":
-        if schema.type is not None and not (value is None and schema.default is None) and not isinstance(value, schema.type):
-            fail(f"a {schema.type.__qualname__}")
-        return _freeze_check(value)
-    raise RuleDefinitionError(f"{where}: attribute {key!r} has unknown kind {kind!r}")
-
-
-def _freeze_check(value: Any) -> Any:
-    """Config values are stored as given; dataclass/enum instances must be importable to reach workers."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type) or isinstance(value, enum.Enum):
-        module = type(value).__module__
-        if module.startswith("BUILD:"):
-            raise RuleDefinitionError(
-                f"{type(value).__qualname__} is defined in a BUILD file; define config classes in an importable module"
-            )
-    return value
-
-
-def _check_code_ref(value: str, where: str, key: str) -> None:
-    module, sep, qualname = value.partition(":")
-    if not sep or not module or not qualname or not all(p.isidentifier() for p in module.split(".") + qualname.split(".")):
-        raise RuleDefinitionError(f"{where}: attribute {key!r} must name a function as 'package.module:function', got {value!r}")
-
-
-def _check_outputs(outputs: Sequence[str], where: str) -> tuple[str, ...]:
-    if isinstance(outputs, str):
-        outputs = [outputs]
-    seen = set()
-    for out in outputs:
-        parts = out.rstrip("/").split("/") if isinstance(out, str) else [""]
-        if any(p in ("", ".", "..") for p in parts) or out.startswith("/"):
-            raise RuleDefinitionError(f"{where}: declared output {out!r} must be a relative path inside the output directory")
-        path = PurePosixPath(*parts)
-        if path.as_posix() in seen:
-            raise RuleDefinitionError(f"{where}: output {out!r} declared twice")
-        seen.add(path.as_posix())
-    return tuple(outputs)
 
 
 def caller_line(build_file: str) -> int:

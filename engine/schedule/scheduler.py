@@ -1,10 +1,16 @@
 """The scheduler: walk the graph in dependency order, key each action once its inputs are known,
-answer hits from the cache, and run misses concurrently in the worker pool.
+answer hits from the cache, and run misses concurrently on a Runner (the local worker pool, or
+fray for remote-tagged actions).
 
 Early cutoff falls out of the keys: a dependent's key holds its dependencies' *output* digests, so
 a dependency that reruns and produces identical bytes leaves its dependents' keys (and hits) as
 they were. A result whose bytes turn out missing or corrupt when they are needed is dropped and
 its action reruns, never served.
+
+This module is over 400 lines because it is one state machine (waiting → running/blocked → hit,
+ran, failed, skipped) whose transitions read best together; what is not a transition lives
+beside it (status.py, summary.py, settings.py, outputs.py; keys and explanations in keys/, the
+lookup in rebuild/, running in runners/).
 """
 
 from __future__ import annotations

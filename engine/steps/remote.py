@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mbuild.model.targets import Resources
+from mbuild.model.attrs import Resources
 
 _POLL = 0.1
 _LOG_TAIL = 40

@@ -25,9 +25,7 @@ hits are served, nothing new is recorded, and the caller is told once (`read_onl
 
 from __future__ import annotations
 
-import errno
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -41,22 +39,17 @@ import orjson
 
 from mbuild.digests import digest_bytes, digest_file
 from mbuild.errors import CacheCorruptError, DiskFullError, MbuildError, StaleRecordFormat, disk_full
+from mbuild.stores.localdb_checks import (
+    DAMAGE, Truncated, allocate_lock_file, boot_id, describe, inode_of, is_permission, not_a_database_dir, probe, record_boot,
+    recorded_boot, truncated,
+)
+from mbuild.stores.remote_health import RemoteHealth
 from mbuild.stores.results import ActionResult
 
 _MAP_SIZE = 1 << 40  # address space only; the file grows as needed
 # Don't trust the stat cache for files modified this recently (same-tick edits are invisible to mtime).
 _RACY_NS = 2_000_000_000
 _TABLES = (b"ac", b"srcstat", b"label_keys", b"labels", b"failures", b"leases", b"treestat", b"remote")
-# Errors that mean the file's contents are damaged (as opposed to a full disk or a permission).
-_DAMAGE = (
-    lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.VersionMismatchError,
-    lmdb.PanicError, lmdb.BadValsizeError, lmdb.IncompatibleError, lmdb.BadChecksumError, lmdb.BadTxnError,
-)
-_PROBE_TIMEOUT = 120.0
-
-
-class _Truncated(Exception):
-    """data.mdb is shorter than its header says (found before touching a page)."""
 
 
 class CacheDamaged(MbuildError):
@@ -83,53 +76,53 @@ class LocalDB:
     # --- opening and healing ----------------------------------------------------------------------
 
     def _open(self) -> _Handle:
-        problem = _not_a_database_dir(self.directory)
+        problem = not_a_database_dir(self.directory)
         fresh = not os.path.exists(self.directory / "data.mdb")
         if problem is None:
             try:
                 handle, stale = self._open_env()
-            except _Truncated as exc:
+            except Truncated as exc:
                 problem = str(exc)
             except (lmdb.Error, OSError) as exc:
                 if disk_full(exc):
                     raise
-                if _is_permission(exc):
+                if is_permission(exc):
                     return self._open_read_only()
-                problem = f"it could not be opened ({_describe(exc)})"
+                problem = f"it could not be opened ({describe(exc)})"
             else:
-                booted = _boot_id()
-                if not fresh and (stale or _recorded_boot(self.directory) != booted):
-                    problem = _probe(self.directory)
+                booted = boot_id()
+                if not fresh and (stale or recorded_boot(self.directory) != booted):
+                    problem = probe(self.directory)
                 if problem is None:
-                    _record_boot(self.directory, booted)
+                    record_boot(self.directory, booted)
                     return handle
                 handle.env.close()
         self._move_aside(problem)
         handle, _ = self._open_env()
-        _record_boot(self.directory, _boot_id())
+        record_boot(self.directory, boot_id())
         return handle
 
     def _open_env(self) -> tuple[_Handle, int]:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            if _is_permission(exc) and self.directory.is_dir():
+            if is_permission(exc) and self.directory.is_dir():
                 raise lmdb.ReadonlyError(str(exc)) from None
             raise
-        _allocate_lock_file(self.directory)
+        allocate_lock_file(self.directory)
         env = lmdb.open(
             str(self.directory), map_size=_MAP_SIZE, max_dbs=16, max_readers=1024, readahead=False, sync=False, metasync=False
         )
         try:
-            problem = _truncated(env, self.directory)  # before any page is touched: that would be SIGBUS
+            problem = truncated(env, self.directory)  # before any page is touched: that would be SIGBUS
             if problem is not None:
-                raise _Truncated(problem)
+                raise Truncated(problem)
             stale = env.reader_check()  # clears slots of processes that died with the database open
             tables = {name: env.open_db(name) for name in _TABLES}
         except BaseException:
             env.close()
             raise
-        return _Handle(env, tables, _inode(self.directory)), stale
+        return _Handle(env, tables, inode_of(self.directory)), stale
 
     def _open_read_only(self) -> _Handle:
         """A cache on a read-only mount, or one this user may not write: serve what is there."""
@@ -137,14 +130,14 @@ class LocalDB:
         try:
             env = lmdb.open(str(self.directory), map_size=_MAP_SIZE, max_dbs=16, readonly=True, lock=False, readahead=False)
         except lmdb.Error as exc:
-            raise CacheDamaged(f"local cache database {self.directory} is read-only and cannot be opened ({_describe(exc)})") from None
+            raise CacheDamaged(f"local cache database {self.directory} is read-only and cannot be opened ({describe(exc)})") from None
         tables: dict[bytes, Any] = {}
         for name in _TABLES:
             try:
                 tables[name] = env.open_db(name, create=False)
             except lmdb.Error:
                 tables[name] = None  # made by a newer mbuild than the one that wrote this cache
-        return _Handle(env, tables, _inode(self.directory))
+        return _Handle(env, tables, inode_of(self.directory))
 
     def _move_aside(self, problem: str) -> None:
         aside = self.directory.with_name(f"{self.directory.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
@@ -159,8 +152,8 @@ class LocalDB:
         with self._lock:
             if self._h is not handle:
                 return
-            if _inode(self.directory) == handle.inode:
-                self._move_aside(_describe(exc))
+            if inode_of(self.directory) == handle.inode:
+                self._move_aside(describe(exc))
             self._h, _ = self._open_env()
             # The old environment is not closed: other threads may still hold its transactions.
 
@@ -170,8 +163,9 @@ class LocalDB:
         else:
             print(f"warning: {message}", file=sys.stderr, flush=True)
 
-    def _read(self, table: bytes, fn: Callable[[Any], Any], default: Any = None) -> Any:
-        """fn(txn) in a read transaction of `table`, healing a damaged database once."""
+    def read(self, table: bytes, fn: Callable[[Any], Any], default: Any = None) -> Any:
+        """fn(txn) in a read transaction of `table`, healing a damaged database once (for the table
+        accessors of the stores layer, e.g. RemoteHealth)."""
         for attempt in (0, 1):
             h = self._h
             dbi = h.tables[table]
@@ -180,13 +174,13 @@ class LocalDB:
             try:
                 with h.env.begin(db=dbi) as txn:
                     return fn(txn)
-            except _DAMAGE as exc:
+            except DAMAGE as exc:
                 if attempt:
-                    raise CacheDamaged(f"local cache database {self.directory} is unusable: {_describe(exc)}") from None
+                    raise CacheDamaged(f"local cache database {self.directory} is unusable: {describe(exc)}") from None
                 self._heal(h, exc)
         return default
 
-    def _write(self, table: bytes | None, fn: Callable[[Any], Any], default: Any = None) -> Any:
+    def write(self, table: bytes | None, fn: Callable[[Any], Any], default: Any = None) -> Any:
         """fn(txn) in a write transaction of `table` (fn(txn, tables) for several, with table None);
         a no-op returning `default` on a read-only cache."""
         if self.read_only:
@@ -196,9 +190,9 @@ class LocalDB:
             try:
                 with h.env.begin(db=h.tables[table] if table else None, write=True) as txn:
                     return fn(txn) if table else fn(txn, h.tables)
-            except _DAMAGE as exc:
+            except DAMAGE as exc:
                 if attempt:
-                    raise CacheDamaged(f"local cache database {self.directory} is unusable: {_describe(exc)}") from None
+                    raise CacheDamaged(f"local cache database {self.directory} is unusable: {describe(exc)}") from None
                 self._heal(h, exc)
             except lmdb.DiskError as exc:
                 raise DiskFullError.of(exc, str(self.directory)) from None
@@ -226,7 +220,7 @@ class LocalDB:
     # --- action cache ----------------------------------------------------------------------------
 
     def get_result(self, key: str) -> bytes | None:
-        return self._read(b"ac", lambda txn: txn.get(key.encode()))
+        return self.read(b"ac", lambda txn: txn.get(key.encode()))
 
     def valid_result(self, key: str, on_corrupt: Callable[[str, CacheCorruptError], None] | None = None) -> ActionResult | None:
         """The cached result for `key`, validated; a corrupt entry is dropped (a miss), never returned."""
@@ -244,20 +238,20 @@ class LocalDB:
     def put_result(self, key: str, result: ActionResult) -> bool:
         """Publish a result for `key` if none exists (create-if-absent); False if one did."""
         record = result.to_record(key)
-        return self._write(b"ac", lambda txn: txn.put(key.encode(), record, overwrite=False), default=False)
+        return self.write(b"ac", lambda txn: txn.put(key.encode(), record, overwrite=False), default=False)
 
     def result_records(self) -> list[tuple[str, bytes]]:
         """Every (key, record) in the action cache, unvalidated (for audits and maintenance)."""
-        return self._read(b"ac", lambda txn: [(bytes(k).decode("ascii", "replace"), bytes(v)) for k, v in txn.cursor()], [])
+        return self.read(b"ac", lambda txn: [(bytes(k).decode("ascii", "replace"), bytes(v)) for k, v in txn.cursor()], [])
 
     def delete_result(self, key: str) -> None:
-        self._write(b"ac", lambda txn: txn.delete(key.encode()))
+        self.write(b"ac", lambda txn: txn.delete(key.encode()))
 
     # --- tree stamps ------------------------------------------------------------------------------
 
     def tree_stamps(self, tree: str) -> list[int] | None:
         """The stamps recorded when the local tree `tree` last hashed right (see stores/trees.py)."""
-        data = self._read(b"treestat", lambda txn: txn.get(tree.encode()))
+        data = self.read(b"treestat", lambda txn: txn.get(tree.encode()))
         if data is None:
             return None
         try:
@@ -268,16 +262,16 @@ class LocalDB:
 
     def put_tree_stamps(self, tree: str, stamps: list[int]) -> None:
         data = orjson.dumps(stamps)
-        self._write(b"treestat", lambda txn: txn.put(tree.encode(), data))
+        self.write(b"treestat", lambda txn: txn.put(tree.encode(), data))
 
     # --- failures ---------------------------------------------------------------------------------
 
     def record_failure(self, key: str, failure: dict) -> None:
         data = orjson.dumps(failure)
-        self._write(b"failures", lambda txn: txn.put(key.encode(), data))
+        self.write(b"failures", lambda txn: txn.put(key.encode(), data))
 
     def get_failure(self, key: str) -> dict | None:
-        data = self._read(b"failures", lambda txn: txn.get(key.encode()))
+        data = self.read(b"failures", lambda txn: txn.get(key.encode()))
         try:
             failure = orjson.loads(data) if data else None
         except orjson.JSONDecodeError:
@@ -285,13 +279,13 @@ class LocalDB:
         return failure if isinstance(failure, dict) else None
 
     def clear_failure(self, key: str) -> None:
-        self._write(b"failures", lambda txn: txn.delete(key.encode()))
+        self.write(b"failures", lambda txn: txn.delete(key.encode()))
 
     # --- leases: compare-and-swap records -------------------------------------------------------
 
     def lease_record(self, key: str) -> tuple[bytes, str] | None:
         """(body, version) of the lease record of `key`; the version is 16 random bytes stored first."""
-        value = self._read(b"leases", lambda txn: txn.get(key.encode()))
+        value = self.read(b"leases", lambda txn: txn.get(key.encode()))
         return None if value is None else (bytes(value[16:]), bytes(value[:16]).hex())
 
     def swap_lease_record(self, key: str, data: bytes, expected: str | None) -> str | None:
@@ -307,7 +301,7 @@ class LocalDB:
             txn.put(name, version + data)
             return True
 
-        return version.hex() if self._write(b"leases", cas, default=False) else None
+        return version.hex() if self.write(b"leases", cas, default=False) else None
 
     # --- the remote cache's health, shared by a build's processes -------------------------------
 
@@ -317,7 +311,7 @@ class LocalDB:
     # --- per-label records ----------------------------------------------------------------------
 
     def get_label(self, label: str) -> dict | None:
-        data = self._read(b"labels", lambda txn: txn.get(label.encode()))
+        data = self.read(b"labels", lambda txn: txn.get(label.encode()))
         try:
             record = orjson.loads(data) if data else None
         except orjson.JSONDecodeError:
@@ -326,7 +320,7 @@ class LocalDB:
 
     def changed_labels(self, keys: dict[str, str]) -> list[str]:
         """Labels whose key differs from the one recorded for them."""
-        return self._read(
+        return self.read(
             b"label_keys", lambda txn: [label for label, key in keys.items() if txn.get(label.encode()) != key.encode()], list(keys)
         )
 
@@ -339,7 +333,7 @@ class LocalDB:
                 txn.put(label.encode(), record["key"].encode(), db=tables[b"label_keys"])
                 txn.put(label.encode(), orjson.dumps(record), db=tables[b"labels"])
 
-        self._write(None, put)
+        self.write(None, put)
 
     # --- source digests --------------------------------------------------------------------------
 
@@ -368,95 +362,10 @@ class LocalDB:
             return digests
 
         fresh.clear()
-        digests = self._read(b"srcstat", look)
+        digests = self.read(b"srcstat", look)
         if fresh:
-            self._write(b"srcstat", lambda txn: [txn.put(k, v) for k, v in fresh.items()])
+            self.write(b"srcstat", lambda txn: [txn.put(k, v) for k, v in fresh.items()])
         return digests
-
-
-class RemoteHealth:
-    """What the processes of one build (driver, workers, fray jobs on this machine) have learnt
-    about one remote cache, shared through the `remote` table (the stores.remote.SharedHealth
-    protocol).
-
-    One record per URL holds the build's id, its consecutive failed requests, and, once the breaker
-    opened or a write was refused, why. Every process reads it (microseconds) before each request,
-    so an outage found by one process costs the others nothing, and one found by several adds up
-    to `max_failures` failures for the whole build, not per process. The record belongs to its
-    build: any other build (a later one, or one sharing this cache) reads it as fresh and tries the
-    remote again; the next outage overwrites it. On a read-only cache nothing is shared (each
-    process keeps its own breaker).
-
-    Corrupt remote objects ("blob" digests, "ac" keys) are remembered per URL whatever the build,
-    until a verified upload replaces them.
-    """
-
-    def __init__(self, db: LocalDB, url: str, build: str):
-        self.db, self.build = db, build
-        name = url.rstrip("/").encode()
-        self._key = b"health\0" + name
-        self._bad = b"bad\0" + name + b"\0"
-
-    def _state(self, txn) -> dict:
-        raw = txn.get(self._key)
-        try:
-            state = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            state = {}
-        return state if isinstance(state, dict) and state.get("build") == self.build else {"build": self.build}
-
-    def _read(self) -> dict:
-        return self.db._read(b"remote", self._state, {})
-
-    def _update(self, change: Callable[[dict], None]) -> dict:
-        def update(txn) -> dict:
-            state = self._state(txn)
-            change(state)
-            txn.put(self._key, orjson.dumps(state))
-            return state
-
-        return self.db._write(b"remote", update, {})
-
-    def down(self) -> str | None:
-        return self._read().get("down")
-
-    def mark_down(self, reason: str) -> None:
-        self._update(lambda s: s.setdefault("down", reason))
-
-    def failed(self) -> int:
-        return self._update(lambda s: s.__setitem__("failures", s.get("failures", 0) + 1)).get("failures", 0)
-
-    def succeeded(self) -> None:
-        if self._read().get("failures"):  # the common case is a read, no write
-            self._update(lambda s: s.__setitem__("failures", 0))
-
-    def uploads_refused(self) -> str | None:
-        return self._read().get("refused")
-
-    def refuse_uploads(self, reason: str) -> None:
-        self._update(lambda s: s.setdefault("refused", reason))
-
-    def mark_bad(self, kind: str, name: str, reason: str) -> None:
-        data = orjson.dumps({"at": time.time(), "reason": reason[:500]})
-        self.db._write(b"remote", lambda txn: txn.put(self._bad + f"{kind}/{name}".encode(), data))
-
-    def bad(self, kind: str, names) -> set[str]:
-        names = list(names)
-        if not names or not self.any_bad():
-            return set()
-        return self.db._read(b"remote", lambda txn: {n for n in names if txn.get(self._bad + f"{kind}/{n}".encode()) is not None}, set())
-
-    def any_bad(self) -> bool:
-        def look(txn) -> bool:
-            cursor = txn.cursor()
-            return cursor.set_range(self._bad) and bytes(cursor.key()).startswith(self._bad)
-
-        return self.db._read(b"remote", look, False)
-
-    def healed(self, kind: str, names) -> None:
-        keys = [self._bad + f"{kind}/{n}".encode() for n in names]
-        if keys:
-            self.db._write(b"remote", lambda txn: [txn.delete(k) for k in keys])
 
 
 def _srcstat_check(path: str, body: list) -> str:
@@ -483,123 +392,3 @@ def _path_key(path: str) -> bytes:
     return key if len(key) <= _MAX_KEY else b"#" + digest_bytes(key).encode()
 
 
-# Bigger than LMDB's lock file for max_readers=1024 (64 bytes a reader slot plus a header); LMDB
-# keeps a larger file as it is (and allows more readers).
-_LOCK_FILE_BYTES = 128 * 1024
-
-
-def _allocate_lock_file(directory: Path) -> None:
-    """Create LMDB's lock file with every block written, unless it exists. LMDB makes it sparse and
-    writes it through a memory map: on a full disk that is SIGBUS, here it is an OSError (ENOSPC).
-    Made aside and hard-linked into place, so a process already using the file is never disturbed."""
-    lock = directory / "lock.mdb"
-    if lock.exists():
-        return
-    tmp = directory / f"lock.mdb.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(bytes(_LOCK_FILE_BYTES))
-        try:
-            os.link(tmp, lock)
-        except FileExistsError:
-            pass  # another process made it first
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _boot_id() -> str:
-    """This boot of the machine (Linux), or "" where unknown."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def _recorded_boot(directory: Path) -> str | None:
-    try:
-        with open(directory / "boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _record_boot(directory: Path, boot: str) -> None:
-    if _recorded_boot(directory) == boot:
-        return
-    tmp = directory / f".boot_id.{os.getpid()}"
-    try:
-        tmp.write_text(boot + "\n")
-        os.replace(tmp, directory / "boot_id")
-    except OSError:
-        pass  # read-only: the check just runs again next time
-
-
-def _inode(directory: Path) -> int:
-    try:
-        return os.stat(directory / "data.mdb").st_ino
-    except OSError:
-        return -1
-
-
-def _not_a_database_dir(directory: Path) -> str | None:
-    if os.path.lexists(directory) and (os.path.islink(directory) or not os.path.isdir(directory)):
-        return "it is not a directory"
-    return None
-
-
-def _truncated(env: lmdb.Environment, directory: Path) -> str | None:
-    """Whether data.mdb is shorter than the pages its header says are in use (touching those would
-    kill the process with SIGBUS)."""
-    try:
-        last = env.info()["last_pgno"]
-        psize = env.stat()["psize"]
-        size = os.path.getsize(directory / "data.mdb")
-    except (lmdb.Error, OSError) as exc:
-        return f"its header is unreadable ({_describe(exc)})"
-    if size < (last + 1) * psize:
-        return f"data.mdb is {size} bytes but its header names {last + 1} pages of {psize} bytes (truncated)"
-    return None
-
-
-# Walks every table and every value, as a child process: LMDB may abort on damage it does not check.
-_PROBE = """
-import sys, lmdb
-env = lmdb.open(sys.argv[1], map_size=1 << 40, max_dbs=16, readonly=True, lock=False)
-with env.begin() as txn:
-    names = [bytes(k) for k, _ in txn.cursor()]
-for name in names:
-    db = env.open_db(name, create=False)
-    with env.begin(db=db) as txn:
-        for key, value in txn.cursor():
-            len(key) + len(value)
-"""
-
-
-def _probe(directory: Path) -> str | None:
-    """None if the whole database reads cleanly in a child process, else what went wrong."""
-    try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE, str(directory)], capture_output=True, text=True, timeout=_PROBE_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        return f"reading it through took over {_PROBE_TIMEOUT:.0f}s"
-    except OSError:
-        return None  # cannot run the check: keep the database
-    if proc.returncode == 0:
-        return None
-    if proc.returncode < 0:
-        return f"reading it through killed the reader (signal {-proc.returncode})"
-    return "reading it through failed: " + ((proc.stderr.strip().splitlines() or ["?"])[-1])[:200]
-
-
-def _is_permission(exc: BaseException) -> bool:
-    if isinstance(exc, lmdb.ReadonlyError):
-        return True
-    code = getattr(exc, "errno", None)
-    if code in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return True
-    text = str(exc)
-    return "Read-only file system" in text or "Permission denied" in text
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:200]}"

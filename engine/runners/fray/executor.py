@@ -60,7 +60,7 @@ from typing import Any
 
 from mbuild.action import execute as _execute
 from mbuild.action.execute import ActionSpec, ExecConfig, Failed, InputUnavailable, Outcome, Ran
-from mbuild.model.targets import Resources
+from mbuild.model.attrs import Resources
 from mbuild.stores.results import ActionResult
 
 BACKENDS = ("local", "iris", "iris-local")
