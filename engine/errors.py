@@ -109,12 +109,6 @@ class BlobUnavailableError(CacheCorruptError):
         super().__init__(f"blob {digest}: {reason}")
 
 
-class ActionError(MbuildError):
-    """An action ran and failed (its own exception, a non-zero exit, or missing declared outputs)."""
-
-    exit_code = 1
-
-
 class DiskFullError(MbuildError):
     """A write failed because the disk is full (ENOSPC, or LMDB's "No space left on device")."""
 

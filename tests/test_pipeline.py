@@ -123,7 +123,7 @@ def test_train_llama_is_remote_tagged(built):
     from mbuild.model.workspace import load_workspace
 
     target = Loader(load_workspace(built)).target(parse_label("//experiments:train_llama"))
-    assert target.remote and target.resources.cpu == 2
+    assert target.runs_on_fray and target.resources.cpu == 2
 
 
 ML_MODULES = ("jax", "optax", "tokenizers", "numpy", "matplotlib")

@@ -133,7 +133,7 @@ class Target:
     config_bytes: bytes = field(repr=False)  # canonical encoding of `config`
 
     @property
-    def remote(self) -> bool:
+    def runs_on_fray(self) -> bool:
         """Remote-tagged: it asks for resources, so it runs as a fray job when that is configured."""
         return self.resources is not None
 

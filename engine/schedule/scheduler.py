@@ -244,7 +244,7 @@ class Scheduler:
             self.console.started(str(node.label), self.finished, self.actions)
         if self.remote is not None:
             self._drop_remote_if_down()
-        runner = self._fray_runner() if node.remote else self.local
+        runner = self._fray_runner() if node.runs_on_fray else self.local
         self.running[i] = (runner, runner.submit(self._spec(i), self.exec_config, i))
 
     def _fray_runner(self) -> Runner:
@@ -311,7 +311,7 @@ class Scheduler:
         elif busy.holder is not None and (st.holder is None or st.holder.owner != busy.holder.owner):
             self.console.line(f"waiting for {label}: held by {busy.holder.describe()}")
         st.state, st.holder = State.BLOCKED, busy.holder or st.holder
-        if self.graph.order[i].remote:  # each look is a new job: look less often
+        if self.graph.order[i].runs_on_fray:  # each look is a new job: look less often
             st.retry_delay = max(st.retry_delay, 1.0)
         delay = st.retry_delay
         if busy.holder is not None:  # no later than the moment it would go stale

@@ -18,7 +18,7 @@ from mbuild.model.targets import Node, SourceFile, Target
 def kind_of(node: Node) -> str:
     if isinstance(node, SourceFile):
         return "source file"
-    return f"{'remote ' if node.remote else ''}{node.rule.kind} rule"
+    return f"{'remote ' if node.runs_on_fray else ''}{node.rule.kind} rule"
 
 
 def attributes(target: Target) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def attributes(target: Target) -> dict[str, Any]:
         "env": list(target.env),
         "outputs": list(target.outputs),
         "resources": target.resources,
-        "remote": target.remote,
+        "remote": target.runs_on_fray,
     }
 
 

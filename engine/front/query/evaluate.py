@@ -18,7 +18,7 @@ from mbuild.model.targets import SourceFile, Target, iter_labels
 from mbuild.model.workspace import BUILD_FILE
 from mbuild.front.query.attributes import attr_string, attributes, kind_of
 from mbuild.front.query.errors import QueryError
-from mbuild.front.query.graph import QueryGraph, reach, reverse, shortest_path
+from mbuild.front.query.reach import QueryGraph, reach, reverse, shortest_path
 from mbuild.front.query.imports import imported_files
 from mbuild.front.query.parser import parse
 from mbuild.front.query.syntax import BinOp, Call, Expr, Let, Op, SetOf, Var, Word
