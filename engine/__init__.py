@@ -1,19 +1,23 @@
 """mbuild: a Bazel-style, content-addressed build and cache engine for ML pipelines.
 
-The pieces a BUILD file or rule module uses are importable from here.
+The public API: what BUILD files, rule modules and pipeline code import (`from mbuild import ...`).
+Everything else is internal; the layers are described in docs/architecture.md.
 """
 
-from mbuild.front.build import build
-from mbuild.errors import BuildFileError, EncodingError, LabelError, MbuildError, WorkspaceError
 from mbuild.action.context import ActionContext, resolve_rule
+from mbuild.errors import BuildFileError, EncodingError, LabelError, MbuildError, WorkspaceError
+from mbuild.front.build import build
 from mbuild.labels import Label, parse_label, parse_pattern
-from mbuild.model.loader import glob
 from mbuild.model.attrs import Resources, attr
+from mbuild.model.loader import glob
 from mbuild.model.targets import Rule, rule
+from mbuild.steps.primitives import StepAlreadyDone, current_lease, disk_cached, distributed_lock
+from mbuild.steps.remote import remote
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActionContext", "BuildFileError", "EncodingError", "Label", "LabelError", "MbuildError",
-    "Resources", "Rule", "WorkspaceError", "attr", "build", "glob", "parse_label", "parse_pattern", "resolve_rule", "rule",
+    "ActionContext", "BuildFileError", "EncodingError", "Label", "LabelError", "MbuildError", "Resources", "Rule",
+    "StepAlreadyDone", "WorkspaceError", "attr", "build", "current_lease", "disk_cached", "distributed_lock", "glob",
+    "parse_label", "parse_pattern", "remote", "resolve_rule", "rule",
 ]
