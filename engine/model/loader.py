@@ -26,7 +26,7 @@ from mbuild.errors import (
     did_you_mean,
 )
 from mbuild.labels import Label, PatternKind, TargetPattern
-from mbuild.model.targets import _CURRENT_PACKAGE, Location, Node, SourceFile, Target, caller_line
+from mbuild.model.targets import _CURRENT_PACKAGE, Location, Node, SourceFile, Target, caller_location
 from mbuild.model.workspace import BUILD_FILE, CACHE_NOTE, Workspace, claim_directory
 
 # Directories never searched for packages (besides hidden ones and the cache/outputs directories).
@@ -52,7 +52,7 @@ class Package:
         return self.build_file.parent
 
     def caller_location(self) -> Location:
-        return Location(self.build_file_rel, caller_line(self.build_file_str))
+        return caller_location(self.build_file_str, self.build_file_rel)
 
     @property
     def build_file_str(self) -> str:

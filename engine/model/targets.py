@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import sys
+from types import CodeType
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,15 +21,37 @@ from mbuild.model.attrs import Attr, Resources
 from mbuild.model.checks import check_config, check_deps, check_outputs, check_str_list
 
 
-@dataclass(frozen=True)
 class Location:
-    """Where a target was declared: workspace-relative BUILD file and line."""
+    """Where a target was declared: workspace-relative BUILD file and line.
 
-    file: str
-    line: int
+    The line is found only when asked (an error, a query's location output): a rule call records
+    the BUILD file's code object and instruction offset, which costs nothing, where reading a
+    frame's line number walks the code's line table from its start, so a BUILD file of n rule
+    calls would load in O(n²)."""
+
+    __slots__ = ("file", "_code", "_offset", "_line")
+
+    def __init__(self, file: str, line: int = 0, code: CodeType | None = None, offset: int = -1):
+        self.file, self._line, self._code, self._offset = file, line, code, offset
+
+    @property
+    def line(self) -> int:
+        if not self._line and self._code is not None:
+            self._line = next((n for start, end, n in self._code.co_lines() if start <= self._offset < end and n), 0)
+            self._code = None
+        return self._line
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
+
+    def __repr__(self) -> str:
+        return f"Location({self.file!r}, {self.line})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Location) and (self.file, self.line) == (other.file, other.line)
+
+    def __hash__(self) -> int:
+        return hash((self.file, self.line))
 
 
 COMMON_ATTRS = ("name", "tags", "resources", "env")
@@ -251,11 +274,11 @@ def make_target(rule: Rule, package: str, name: Any, kwargs: dict[str, Any], loc
     )
 
 
-def caller_line(build_file: str) -> int:
-    """Line of the innermost frame executing `build_file` (the rule call inside the BUILD file)."""
+def caller_location(build_file: str, build_file_rel: str) -> Location:
+    """The rule call inside `build_file` that is running now (the innermost frame executing it)."""
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_filename == build_file:
-            return frame.f_lineno
+            return Location(build_file_rel, code=frame.f_code, offset=frame.f_lasti)
         frame = frame.f_back
-    return 0
+    return Location(build_file_rel)
