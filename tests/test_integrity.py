@@ -393,3 +393,25 @@ def test_random_damage_to_a_real_cache_never_changes_the_outputs(golden, tmp_pat
         proc = _cli(work, STAMPS)
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, f"{[str(d) for d in done]}\n{proc.stderr}"
         assert _outputs(work) == reference, f"wrong bytes served after {[str(d) for d in done]} (build {attempt + 1})"
+
+
+@pytest.mark.parametrize("how", ["unchecked", "bad-checksum", "truncated"])
+def test_a_tampered_compiled_build_file_is_never_run(ws, how):
+    """Compiled BUILD files in the cache (buildc/) are code: one that its own digest does not vouch
+    for is compiled again from the BUILD file, never executed."""
+    import marshal
+
+    import xxhash
+
+    ws.build_file("p", 'genrule(name="good", outs=["g.txt"], cmd="echo good > $@")\n')
+    ws.mbuild("query", "//p:all", check=True)
+    [compiled] = (ws.root / ".mbuild/cache/buildc").glob("*.code")
+    evil = marshal.dumps(compile('genrule(name="evil", outs=["e.txt"], cmd="echo evil > $@")\n', "BUILD.py", "exec"))
+    if how == "unchecked":  # the format before compiled files carried their digest
+        compiled.write_bytes(evil)
+    elif how == "bad-checksum":
+        compiled.write_bytes(xxhash.xxh3_128_hexdigest(b"something else").encode() + evil)
+    else:
+        compiled.write_bytes(compiled.read_bytes()[:40])
+    out = ws.mbuild("query", "//p:all", check=True).stdout.split()
+    assert out == ["//p:good"]

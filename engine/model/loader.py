@@ -143,9 +143,16 @@ class Loader:
         tag = digest_bytes(source + b"\0" + str(build_file).encode() + sys.version.encode())
         cached = self.workspace.cache_dir / "buildc" / f"{tag}.code"
         try:
-            return marshal.loads(cached.read_bytes())  # our own compiler output, keyed by its source digest
-        except (OSError, ValueError, EOFError, TypeError):
-            pass
+            data = cached.read_bytes()
+        except OSError:
+            data = b""
+        # Our own compiler output, keyed by its source digest; unmarshalled only when its own digest
+        # (the first 32 bytes) vouches for it: a damaged or altered file is a recompile.
+        if len(data) > 32 and digest_bytes(data[32:]).encode() == data[:32]:
+            try:
+                return marshal.loads(data[32:])
+            except (ValueError, EOFError, TypeError):
+                pass
         try:
             code = compile(source, str(build_file), "exec", dont_inherit=True)
         except SyntaxError as exc:
@@ -154,7 +161,8 @@ class Loader:
             claim_directory(self.workspace.cache_dir, CACHE_NOTE)
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_name(f"{tag}.{os.getpid()}.tmp")
-            tmp.write_bytes(marshal.dumps(code))
+            body = marshal.dumps(code)
+            tmp.write_bytes(digest_bytes(body).encode() + body)
             os.replace(tmp, cached)
         except OSError:
             pass  # a read-only cache only costs the recompile
