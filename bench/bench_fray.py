@@ -12,6 +12,7 @@ Trivial actions (write one small file) run through `run_action` in three ways:
 For each there are two measurements:
   sequential   one action at a time, submit -> outcome: the latency one action pays
   parallel     n actions submitted at once, at most --parallel in flight: wall / n
+  failing      one failing action at a time (the rule raises), submit -> Failed outcome
 
 Iris's cold start (import + cluster start + first worker boot) is reported separately, and is
 not part of the per-action figures.
@@ -47,13 +48,17 @@ RULE = '''
 def trivial(ctx):
     (ctx.out / "out.txt").write_text(ctx.attr.text)
     return None
+
+
+def fails(ctx):
+    raise ValueError("bench failure " + ctx.attr.text)
 '''
 
 
-def make_specs(module: str, n: int) -> list[ActionSpec]:
+def make_specs(module: str, n: int, rule: str = "trivial") -> list[ActionSpec]:
     res = Resources(cpu=0.25, ram="256m", disk="256m")
     return [
-        ActionSpec(uuid.uuid4().hex, f"//bench:t{i}", f"{module}:trivial", {"text": str(i)}, {}, {}, ("out.txt",), {}, res)
+        ActionSpec(uuid.uuid4().hex, f"//bench:t{i}", f"{module}:{rule}", {"text": str(i)}, {}, {}, ("out.txt",), {}, res)
         for i in range(n)
     ]
 
@@ -75,18 +80,18 @@ class Runner:
         else:
             self.ex.submit(spec, config, tag)
 
-    def get(self):
+    def get(self, expect: type = Ran):
         tag, outcome, exc = self.q.get(timeout=600)
-        if exc is not None or not isinstance(outcome, Ran):
+        if exc is not None or not isinstance(outcome, expect):
             raise RuntimeError(f"{self.kind}: {tag}: {exc or (outcome.error if isinstance(outcome, Failed) else outcome)}")
         return tag
 
-    def sequential(self, specs, config) -> list[float]:
+    def sequential(self, specs, config, expect: type = Ran) -> list[float]:
         times = []
         for i, s in enumerate(specs):
             t = time.perf_counter()
             self.submit(s, config, i)
-            self.get()
+            self.get(expect)
             times.append(time.perf_counter() - t)
         return times
 
@@ -122,14 +127,15 @@ def bench_trivial(n: int, parallel: int, kinds: list[str]) -> dict:
                 runner.parallel(make_specs(module, parallel), config)  # every slot warm
                 seq = runner.sequential(make_specs(module, n), config)
                 par = runner.parallel(make_specs(module, n), config)
+                failed = runner.sequential(make_specs(module, max(3, n // 4), "fails"), config, Failed)
             finally:
                 t = time.perf_counter()
                 runner.close()
                 shutdown = time.perf_counter() - t
-            results[kind] = {"cold": cold, "seq": seq, "par": par, "shutdown": shutdown}
+            results[kind] = {"cold": cold, "seq": seq, "par": par, "failed": failed, "shutdown": shutdown}
             print(f"  {kind:11s} first action {cold:7.3f}s   sequential median {statistics.median(seq) * 1000:8.1f} ms "
-                  f"(min {min(seq) * 1000:.1f}, max {max(seq) * 1000:.1f})   parallel {par * 1000:8.1f} ms/action   close {shutdown:.2f}s",
-                  flush=True)
+                  f"(min {min(seq) * 1000:.1f}, max {max(seq) * 1000:.1f})   parallel {par * 1000:8.1f} ms/action   "
+                  f"failing action {statistics.median(failed) * 1000:8.1f} ms   close {shutdown:.2f}s", flush=True)
     finally:
         sys.path.remove(str(root))
         shutil.rmtree(root, ignore_errors=True)
@@ -208,11 +214,12 @@ def main() -> None:
     r = bench_trivial(args.n, args.parallel, kinds)
     base_seq = statistics.median(r["workerpool"]["seq"])
     base_par = r["workerpool"]["par"]
+    base_fail = statistics.median(r["workerpool"]["failed"])
     print("\nper action, relative to the local worker pool:")
     for kind, v in r.items():
-        seq = statistics.median(v["seq"])
+        seq, fail = statistics.median(v["seq"]), statistics.median(v["failed"])
         print(f"  {kind:11s} sequential {seq * 1000:8.1f} ms ({seq / base_seq:6.1f}x, +{(seq - base_seq) * 1000:7.1f} ms)   "
-              f"parallel {v['par'] * 1000:8.1f} ms ({v['par'] / base_par:6.1f}x)")
+              f"parallel {v['par'] * 1000:8.1f} ms ({v['par'] / base_par:6.1f}x)   failing {fail * 1000:8.1f} ms ({fail / base_fail:6.1f}x)")
     if args.llama:
         print("\n//experiments:train_llama:")
         bench_llama()
