@@ -23,8 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from mbuild.action.execute import ActionSpec, ExecConfig, Failed, Input, InputUnavailable, Ran, open_stores
-from mbuild.runners.fray.executor import FrayExecutor, RemoteJobCancelled, classify_iris_failure, job_name, resource_config
+from mbuild.action.services import process_services
+from mbuild.action.spec import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran
+from mbuild.leases import Holder
+from mbuild.runners.fray import wire
+from mbuild.runners.fray.executor import FrayExecutor, RemoteJobCancelled
+from mbuild.runners.fray.failures import classify_iris_failure
+from mbuild.runners.fray.submission import job_name, resource_config
 from mbuild.model.attrs import Resources
 from mbuild.stores.results import ActionResult, OutputFile
 
@@ -154,11 +159,12 @@ def lines(path: Path) -> list[str]:
 
 
 class Driver:
-    """A FrayExecutor whose outcomes land in a queue, keyed by tag."""
+    """A FrayExecutor whose outcomes land in a queue, keyed by tag; results come with the handle
+    `submit` returned for the tag."""
 
     def __init__(self, backend: str, **kwargs):
         self.q: queue.Queue = queue.Queue()
-        self.ex = FrayExecutor(backend, on_done=lambda job, outcome, exc: self.q.put((job, outcome, exc)), **kwargs)
+        self.ex = FrayExecutor(backend, on_done=lambda tag, outcome, exc, source: self.q.put((tag, outcome, exc, source)), **kwargs)
         self.jobs: dict = {}
 
     def submit(self, spec: ActionSpec, config: ExecConfig, tag=None):
@@ -170,8 +176,10 @@ class Driver:
         out = {}
         deadline = time.monotonic() + timeout
         while len(out) < n:
-            job, outcome, exc = self.q.get(timeout=max(0.1, deadline - time.monotonic()))
-            out[job.tag] = (job, outcome, exc)
+            tag, outcome, exc, source = self.q.get(timeout=max(0.1, deadline - time.monotonic()))
+            job = self.jobs[tag]
+            assert source == job.source
+            out[tag] = (job, outcome, exc)
         return out
 
     def run(self, spec: ActionSpec, config: ExecConfig, timeout: float = 90.0):
@@ -238,7 +246,7 @@ def cluster(tmp_path_factory):
 
 
 def cached(config: ExecConfig, key: str) -> ActionResult | None:
-    _, db = open_stores(config.cache_dir)
+    _, db = process_services().stores(config.cache_dir)  # the executors' default: this process's stores
     return db.valid_result(key)
 
 
@@ -250,7 +258,8 @@ def tree_text(config: ExecConfig, result: ActionResult, name: str = "out.txt") -
 
 
 def test_importing_the_modules_does_not_import_fray_or_iris():
-    code = "import sys, mbuild.runners.fray.executor, mbuild.steps.remote; print([m for m in sys.modules if m.split('.')[0] in ('fray', 'iris')])"
+    modules = ", ".join(f"mbuild.runners.fray.{m}" for m in ("executor", "backend", "local", "iris", "job", "wire", "failures", "clients", "submission"))
+    code = f"import sys, {modules}, mbuild.steps.remote; print([m for m in sys.modules if m.split('.')[0] in ('fray', 'iris')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 
@@ -277,12 +286,40 @@ def test_job_names_derive_from_the_key_and_the_cache():
     assert job_name(key, a, namespace="gs://bucket/cache") == job_name(key, b, namespace="gs://bucket/cache")
 
 
+def test_job_reports_cross_the_wire_as_checked_records(tmp_path):
+    holder = Holder("owner1", "host7", 4242, 1.0, 91.0, 3, user="alice", note="//p:a")
+    for outcome in (Failed("ValueError: boom", "Traceback ...", "/c/logs/k.log"), InputUnavailable("//p:a", "blob x is missing"),
+                    Busy(holder), Busy(None, fenced=True)):
+        report = wire.report_of(outcome, "run1")
+        assert wire.decode(wire.encode(report)) == report and report.outcome() == outcome
+    result = ActionResult.make([OutputFile("out.txt", "f" * 32, 3)], value=None)
+    ran = wire.report_of(Ran(result, "", bytes_up=5, bytes_down=7, requests=2, warnings=["the remote cache is down"]), "run1")
+    assert wire.decode(wire.encode(ran)).counters() == {"bytes_up": 5, "bytes_down": 7, "requests": 2, "warnings": ["the remote cache is down"]}
+    failed = wire.report_of(Failed("ValueError: boom", "Traceback ...", ""), "run1")
+    for bad in (b"", b"[1]", pickle.dumps(failed), b'{"v":2,"run":"r","kind":"ran"}', b'{"v":1,"run":"r","kind":"exploded"}',
+                b'{"v":1,"kind":"ran"}', b'{"v":1,"run":"r","kind":"ran","bytes_up":"5"}', b'{"v":1,"run":"r","kind":"ran","extra":1}',
+                b'{"v":1,"run":"r","kind":"busy","holder":{"pid":"x"}}', b'{"v":1,"run":"r","kind":"busy","holder":{"pid":1}}'):
+        with pytest.raises(wire.WireError):
+            wire.decode(bad)
+    # in a job's log: the report of the latest run only, without the detail (the log has it)
+    run_a, run_b = wire.RUN_LINE.format(run_id="a"), wire.RUN_LINE.format(run_id="b")
+    assert wire.report_in([run_a, "x", wire.report_line(failed), "Traceback", "RemoteActionFailed: boom"]) == wire.JobReport("run1", "failed", error="ValueError: boom")
+    assert wire.report_in([run_a, wire.report_line(failed), run_b, "Exit code: -9"]) is None
+    # in the cache's logs/: taken (and removed) by the run that left it only
+    path = wire.report_path(str(tmp_path), "k")
+    wire.leave(ran, path)
+    assert wire.take(path, "another run") is None and path.exists()
+    assert wire.take(path, "run1") == ran and not path.exists()
+
+
 def test_iris_failures_are_classified():
     pre = "Cumulative failed task attempts exceeded max_task_failures: failures=1, limit=0; "
-    f = classify_iris_failure("failed", pre + "Exit code: 1. stderr: mbuild.runners.fray.executor.RemoteActionFailed: ValueError: boom")
-    assert (f.lost, f.error) == (False, "ValueError: boom")
-    f = classify_iris_failure("failed", 'Exit code: 1. stderr: mbuild.runners.fray.executor.RemoteInputUnavailable: ["//p:a", "blob x is missing"]')
-    assert f.input_unavailable == ("//p:a", "blob x is missing")
+    # a job that raised after leaving its report: the report is awaited in its log, not parsed from the message
+    f = classify_iris_failure("failed", pre + "Exit code: 1. stderr: mbuild.runners.fray.job.RemoteActionFailed: ValueError: boom")
+    assert not f.lost and f.log_wait > 0 and f.last_line == "mbuild.runners.fray.job.RemoteActionFailed: ValueError: boom"
+    assert f.reported(wire.JobReport("r", "failed", error="ValueError: boom")).error == "ValueError: boom"
+    f = classify_iris_failure("failed", "Exit code: 75. stderr: mbuild.leases: lease lost: exiting with status 75")
+    assert f.fenced and not f.lost
     assert classify_iris_failure("failed", pre + "Exit code: -9. stderr: ===== mbuild: job run 0123abcd =====").reason == "task killed: Exit code: -9"
     assert classify_iris_failure("failed", "Exit code 137: killed by SIGKILL (possibly OOM or resource limit)").lost
     assert not classify_iris_failure("failed", "Exit code 137: OOM killed (container exceeded memory limit)").lost
@@ -384,6 +421,26 @@ def test_iris_failure_reports_the_traceback_and_keeps_the_job_log(cluster, confi
         job_log = Path(config.cache_dir) / "logs" / f"{s.key}.job.log"
         assert "RemoteActionFailed: ValueError: kaboom" in job_log.read_text()
         assert cached(config, s.key) is None
+    finally:
+        d.close()
+
+
+def test_iris_job_on_a_cache_the_driver_cannot_read_reports_through_its_log(cluster, config, spec):
+    """A job on another machine leaves its report in that machine's cache: the driver reads the
+    copy in the job's log. Here this cache's report file cannot be written (it is a directory)."""
+    marker = uuid.uuid4().hex[:8]
+    failing = spec("boom", msg=marker)
+    gone = ActionResult.make([OutputFile("out.txt", "e" * 32, 3)], value=None)
+    starved = spec("record", text="X", deps={"src": "//fx:producer"}, inputs={"//fx:producer": Input("//fx:producer", gone.tree, result=gone)})
+    for s in (failing, starved):
+        wire.report_path(config.cache_dir, s.key).mkdir(parents=True)
+    d = Driver("iris", controller=cluster)
+    try:
+        _, out = d.run(failing, config)
+        assert isinstance(out, Failed) and out.error == f"ValueError: kaboom {marker}" and "about to fail" in out.detail
+        _, out = d.run(starved, config)
+        assert isinstance(out, InputUnavailable) and out.label == "//fx:producer"
+        assert not [p for p in (Path(config.cache_dir) / "logs").iterdir() if p.name.startswith(".")]  # no half-written report left
     finally:
         d.close()
 
@@ -539,11 +596,9 @@ def test_iris_local_backend_starts_and_stops_its_own_cluster(config, spec):
 
 @pytest.mark.parametrize("backend", ["local", "iris"])
 def test_action_held_by_another_builder_comes_back_busy(backend, request, config, spec):
-    from mbuild.action.execute import Busy, lease_store
-
     kwargs = {"controller": request.getfixturevalue("cluster")} if backend == "iris" else {}
     s = spec("record", text="held")
-    lease = lease_store(config).lease(s.key, note="another builder")
+    lease = process_services().leases(config).lease(s.key, note="another builder")
     assert lease.try_acquire()
     d = Driver(backend, **kwargs)
     try:

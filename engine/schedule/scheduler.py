@@ -260,6 +260,7 @@ class Scheduler:
                 on_done=lambda tag, outcome, exc, source: self.done.put((tag, outcome, exc, source)),
                 lookup=self._lookup_anywhere,
                 namespace=self.remote_config.url if self.remote_config else None,
+                services=self.services,
             )
         return self.fray
 

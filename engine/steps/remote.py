@@ -29,6 +29,7 @@ A failed job raises `RemoteJobFailed` with the job's error and the tail of its l
   (a cluster at `controller`), "iris-local" (one Iris cluster started in this process on first
   use, shut down at exit or by `shutdown_remote_clients()`), "current" (fray's
   `current_client()`, e.g. the cluster a task runs in), or pass a fray `client=` directly.
+  The clients are those of runners/fray/clients.py, the one fray integration of mbuild.
 
 Importing this module does not import fray or iris.
 """
@@ -36,17 +37,18 @@ Importing this module does not import fray or iris.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from mbuild.model.attrs import Resources
+from mbuild.runners.fray.clients import enter_caller_view, is_in_process, shared_client
+from mbuild.runners.fray.clients import shutdown_shared_clients as shutdown_remote_clients
+from mbuild.runners.fray.failures import stderr_tail
 
 _POLL = 0.1
 _LOG_TAIL = 40
@@ -78,8 +80,8 @@ class RemoteCallable:
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         from fray.types import Entrypoint, JobRequest, JobStatus, create_environment
 
-        client = self.client if self.client is not None else _client(self.backend, self.controller)
-        in_process = _is_local_client(client)
+        client = self.client if self.client is not None else shared_client(self.backend, self.controller)
+        in_process = is_in_process(client)
         if in_process:
             entry = Entrypoint.from_callable(self.fn, args=list(args), kwargs=dict(kwargs))
         else:
@@ -152,10 +154,7 @@ def run_remote_call(payload: bytes, sys_path: list[str], cwd: str | None, env_va
     """The body of a `remote` job in a separate process: restore the caller's view, then call fn."""
     import cloudpickle
 
-    sys.path[:] = list(sys_path) + [p for p in sys.path if p not in sys_path]
-    importlib.invalidate_caches()
-    if cwd and os.path.isdir(cwd):
-        os.chdir(cwd)
+    enter_caller_view(sys_path, cwd)
     os.environ.update(env_vars)
     fn, args, kwargs = cloudpickle.loads(payload)
     fn(*args, **kwargs)
@@ -182,7 +181,8 @@ def _raise_failure(handle: Any, status: Any, in_process: bool) -> None:
         except Exception:
             lines = ()
         tail = "\n".join(lines)
-        if lines and (not message or "stderr: " not in message or message.rsplit("stderr: ", 1)[1].strip() in tail):
+        last = stderr_tail(message)
+        if lines and (not last or last in tail):
             break
         time.sleep(0.1)
     raise RemoteJobFailed(f"remote job {handle.job_id} {status}: {message or 'no error message'}", handle.job_id, str(status), tail)
@@ -193,99 +193,9 @@ def _resource_config(resources: Any):
 
     if isinstance(resources, ResourceConfig):
         return resources
-    from mbuild.runners.fray.executor import resource_config
+    from mbuild.runners.fray.submission import resource_config
 
     return resource_config(resources)
-
-
-def _is_local_client(client: Any) -> bool:
-    from fray.local_backend import LocalClient
-
-    return isinstance(client, LocalClient)
-
-
-# --- shared clients -------------------------------------------------------------------------------
-
-_clients_lock = threading.Lock()
-_clients: dict[tuple[str, str | None], Any] = {}
-_owned: list[Any] = []  # iris-local IrisClients to shut down
-
-
-def _client(backend: str, controller: str | None) -> Any:
-    if backend == "current":
-        from fray.current_client import current_client
-
-        return current_client()
-    key = (backend, controller if backend == "iris" else None)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is not None:
-            return client
-        if backend == "local":
-            from fray.local_backend import LocalClient
-
-            client = LocalClient(max_threads=32)
-        elif backend == "iris":
-            from fray.iris_backend import FrayIrisClient
-
-            client = FrayIrisClient(controller if "://" in controller else f"http://{controller}")
-        else:
-            from fray.iris_backend import FrayIrisClient
-            from iris.client.local_client import make_local_client
-
-            ic = make_local_client()
-            _owned.append(ic)
-            _register_exit_hook()
-            client = FrayIrisClient.from_iris_client(ic)
-        _clients[key] = client
-        return client
-
-
-def shutdown_remote_clients() -> None:
-    """Shut down the clients `remote` started (the iris-local cluster among them)."""
-    with _clients_lock:
-        clients = [c for k, c in _clients.items() if k[0] != "iris-local"]
-        _clients.clear()
-        owned = list(_owned)
-        _owned.clear()
-    for ic in owned:
-        try:
-            ic.shutdown()
-        except Exception:
-            pass
-    for c in clients:
-        try:
-            c.shutdown(wait=False)
-        except Exception:
-            pass
-
-
-_hooked = False
-
-
-def _register_exit_hook() -> None:
-    """A live local cluster keeps the interpreter from exiting: shut it down before threads are joined."""
-    global _hooked
-    if _hooked:
-        return
-    _hooked = True
-
-    def at_exit() -> None:
-        from mbuild.runners.fray.executor import quiet_interpreter_exit
-
-        with quiet_interpreter_exit():
-            shutdown_remote_clients()
-
-    register = getattr(threading, "_register_atexit", None)
-    try:
-        if register is not None:
-            register(at_exit)
-            return
-    except RuntimeError:
-        pass
-    import atexit
-
-    atexit.register(at_exit)
 
 
 __all__ = ["RemoteCallable", "RemoteJobFailed", "remote", "run_remote_call", "shutdown_remote_clients"]
