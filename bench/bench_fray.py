@@ -39,9 +39,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from mbuild.action.execute import ActionSpec, ExecConfig, Failed, Ran, run_action  # noqa: E402
+from mbuild.action.spec import ActionSpec, ExecConfig, Failed, Ran  # noqa: E402
+from mbuild.rebuild.run_once import run_action  # noqa: E402
 from mbuild.runners.fray.executor import FrayExecutor  # noqa: E402
-from mbuild.model.targets import Resources  # noqa: E402
+from mbuild.model.attrs import Resources  # noqa: E402
 from mbuild.runners.pool import WorkerPool  # noqa: E402
 
 RULE = '''
@@ -66,13 +67,13 @@ def make_specs(module: str, n: int, rule: str = "trivial") -> list[ActionSpec]:
 class Runner:
     """Run specs through one path; `sequential` and `parallel` return per-action seconds."""
 
-    def __init__(self, kind: str, parallel: int):
+    def __init__(self, kind: str, parallel: int, services=None):
         self.kind, self.q = kind, queue.Queue()
         if kind == "workerpool":
             self.pool = WorkerPool(parallel, lambda task, payload, exc: self.q.put((task.tag, payload, exc)))
         else:
             backend = "local" if kind == "fray-local" else "iris-local"
-            self.ex = FrayExecutor(backend, max_jobs=parallel, on_done=lambda job, o, exc: self.q.put((job.tag, o, exc)))
+            self.ex = FrayExecutor(backend, max_jobs=parallel, on_done=lambda tag, o, exc, source: self.q.put((tag, o, exc)), services=services)
 
     def submit(self, spec: ActionSpec, config: ExecConfig, tag) -> None:
         if self.kind == "workerpool":
@@ -144,11 +145,12 @@ def bench_trivial(n: int, parallel: int, kinds: list[str]) -> dict:
 
 def bench_llama() -> None:
     """train_llama: local worker vs iris-local job, its dependencies built beforehand."""
-    from mbuild.front import build
+    from mbuild.front.build import build
     from mbuild.model.graph import build_graph
     from mbuild.model.loader import Loader
     from mbuild.model.targets import Target
-    from mbuild.schedule.scheduler import BuildOptions, Scheduler
+    from mbuild.schedule.scheduler import Scheduler
+    from mbuild.schedule.status import BuildOptions
     from mbuild.model.workspace import load_workspace
     from mbuild.labels import parse_label
 
@@ -183,7 +185,7 @@ def bench_llama() -> None:
         print(f"  train_llama resources: {spec.resources}", flush=True)
         for kind in ("iris-local", "workerpool"):
             s.db.delete_result(spec.key)
-            runner = Runner(kind, 1)
+            runner = Runner(kind, 1, s.services)  # the scheduler's open stores: one LMDB environment per process
             try:
                 t = time.perf_counter()
                 runner.submit(spec, config, "train")

@@ -258,7 +258,7 @@ def tree_text(config: ExecConfig, result: ActionResult, name: str = "out.txt") -
 
 
 def test_importing_the_modules_does_not_import_fray_or_iris():
-    modules = ", ".join(f"mbuild.runners.fray.{m}" for m in ("executor", "backend", "local", "iris", "job", "wire", "failures", "clients", "submission"))
+    modules = ", ".join(f"mbuild.runners.fray.{m}" for m in ("executor", "backend", "local", "iris", "job", "job_logs", "wire", "failures", "clients", "submission", "thread_output"))
     code = f"import sys, {modules}, mbuild.steps.remote; print([m for m in sys.modules if m.split('.')[0] in ('fray', 'iris')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

@@ -35,7 +35,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from mbuild.action.services import Services, process_services
@@ -43,12 +42,12 @@ from mbuild.action.spec import ActionSpec, Busy, ExecConfig, Failed, Outcome, Ra
 from mbuild.runners.base import OnDone
 from mbuild.runners.fray.backend import Backend, make_backend
 from mbuild.runners.fray.clients import BACKENDS
-from mbuild.runners.fray.failures import JobFailure, detail_of, one_line
+from mbuild.runners.fray.failures import detail_of, one_line
+from mbuild.runners.fray.job_logs import failed_outcome, local_log, success_log
 from mbuild.runners.fray.submission import RemoteJob, job_name
-from mbuild.runners.fray.wire import REPORT_LINE, JobReport, between_markers, report_in
+from mbuild.runners.fray.wire import JobReport, report_in
 from mbuild.stores.results import ActionResult
 
-_LOG_TAIL_LINES = 30
 
 class RemoteJobCancelled(Exception):
     """Passed to `on_done` for a job stopped by `cancel` / `cancel_all`."""
@@ -283,24 +282,24 @@ class FrayExecutor:
         result = self._lookup_result(job)
         if result is not None:
             counters = report.counters() if report is not None and report.kind == "ran" else {}
-            self._finish(job, Ran(result, self._success_log(job), **counters))
+            self._finish(job, Ran(result, success_log(self._client, job), **counters))
             return
         self._finish(job, Failed(
             f"fray job {job.job_id} succeeded but the action's result is not in the cache ({job.config.cache_dir})",
             "The job's worker may not share this cache: a job publishes into the cache of the machine it runs on "
-            "unless a remote cache is configured.", self._success_log(job)))
+            "unless a remote cache is configured.", success_log(self._client, job)))
 
     def _lost(self, job: RemoteJob, reason: str) -> None:
         job.lost.append(reason)
         result = self._lookup_result(job)  # it may have published before it was lost
         if result is not None:
-            self._finish(job, Ran(result, self._success_log(job)))
+            self._finish(job, Ran(result, success_log(self._client, job)))
         elif len(job.lost) <= self.retries:
             self._start(job)
         else:
             self._finish(job, Failed(
                 f"fray job {job.job_id} was lost {len(job.lost)} time(s), last: {reason}; gave up after {self.retries} retr{'y' if self.retries == 1 else 'ies'}",
-                "\n".join(f"attempt {i + 1}: {r}" for i, r in enumerate(job.lost)), self._local_log(job) or ""))
+                "\n".join(f"attempt {i + 1}: {r}" for i, r in enumerate(job.lost)), local_log(job) or ""))
 
     def _drain(self, job: RemoteJob) -> None:
         """Turn a failed job into its outcome once its log is complete (or the wait is over).
@@ -319,18 +318,7 @@ class FrayExecutor:
             failure = job.failure = failure.reported(found)
         if not failure.log_complete(lines) and time.monotonic() < job.drain_until:
             return  # the last lines are still on their way; look again next tick
-        self._finish(job, self._failed_outcome(job, failure, lines))
-
-    def _failed_outcome(self, job: RemoteJob, failure: JobFailure, lines: list[str]) -> Failed:
-        """The Failed: the action's error, the tail of its log (echoed in the job's log), a log file."""
-        kept = self._client.log_path(job)  # LocalClient: the thread's output, already a file here
-        saved = None if kept else self._save_job_log(job, lines)
-        body = between_markers(lines)
-        shown = [line for line in (body if body is not None else lines) if not line.startswith(REPORT_LINE)]
-        detail = "\n".join(shown[-_LOG_TAIL_LINES:])
-        report = failure.report
-        fallback_detail, fallback_log = (report.detail, report.log) if report is not None else (failure.reason, "")
-        return Failed(failure.error, detail or fallback_detail, kept or self._local_log(job) or saved or fallback_log)
+        self._finish(job, failed_outcome(self._client, job, failure, lines))
 
     def _finish(self, job: RemoteJob, outcome: Outcome) -> None:
         with self._lock:
@@ -361,35 +349,9 @@ class FrayExecutor:
         for job in jobs:
             self._report(job, None, exc)
 
-    # --- cache and logs ----------------------------------------------------------------------------
-
     def _lookup_result(self, job: RemoteJob) -> ActionResult | None:
+        """The published result of a job's action, if any (the caller's lookup, or the local cache)."""
         if self._lookup is not None:
             return self._lookup(job.key)
         _, db = self.services.stores(job.config.cache_dir)
         return db.valid_result(job.key)
-
-    def _local_log(self, job: RemoteJob) -> str | None:
-        """The action's own log (<cache>/logs/<key>.log) if this run wrote one on this machine."""
-        path = Path(job.config.cache_dir) / "logs" / f"{job.key}.log"
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        return str(path) if st.st_size > 0 and st.st_mtime >= job.submitted_at - 2 else None
-
-    def _success_log(self, job: RemoteJob) -> str:
-        return self._local_log(job) or self._client.log_path(job) or ""
-
-    def _save_job_log(self, job: RemoteJob, lines: list[str]) -> str | None:
-        if not lines:
-            return None
-        path = Path(job.config.cache_dir) / "logs" / f"{job.key}.job.log"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="replace")
-            os.replace(tmp, path)
-        except OSError:
-            return None
-        return str(path)
