@@ -31,7 +31,8 @@ A failed job raises `RemoteJobFailed` with the job's error and the tail of its l
   `current_client()`, e.g. the cluster a task runs in), or pass a fray `client=` directly.
   The clients are those of runners/fray/clients.py, the one fray integration of mbuild.
 
-Importing this module does not import fray or iris.
+Importing this module does not import fray or iris (nor mbuild's fray integration, which
+`import mbuild` would otherwise pay for).
 """
 
 from __future__ import annotations
@@ -46,9 +47,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mbuild.model.attrs import Resources
-from mbuild.runners.fray.clients import enter_caller_view, is_in_process, shared_client
-from mbuild.runners.fray.clients import shutdown_shared_clients as shutdown_remote_clients
-from mbuild.runners.fray.failures import stderr_tail
 
 _POLL = 0.1
 _LOG_TAIL = 40
@@ -79,6 +77,8 @@ class RemoteCallable:
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         from fray.types import Entrypoint, JobRequest, JobStatus, create_environment
+
+        from mbuild.runners.fray.clients import is_in_process, shared_client
 
         client = self.client if self.client is not None else shared_client(self.backend, self.controller)
         in_process = is_in_process(client)
@@ -154,13 +154,24 @@ def run_remote_call(payload: bytes, sys_path: list[str], cwd: str | None, env_va
     """The body of a `remote` job in a separate process: restore the caller's view, then call fn."""
     import cloudpickle
 
+    from mbuild.runners.fray.clients import enter_caller_view
+
     enter_caller_view(sys_path, cwd)
     os.environ.update(env_vars)
     fn, args, kwargs = cloudpickle.loads(payload)
     fn(*args, **kwargs)
 
 
+def shutdown_remote_clients() -> None:
+    """Shut down the clients `remote` started (the iris-local cluster among them)."""
+    from mbuild.runners.fray.clients import shutdown_shared_clients
+
+    shutdown_shared_clients()
+
+
 def _raise_failure(handle: Any, status: Any, in_process: bool) -> None:
+    from mbuild.runners.fray.failures import stderr_tail
+
     if in_process:
         try:
             handle.wait(timeout=0, raise_on_failure=True)
