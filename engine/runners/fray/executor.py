@@ -39,6 +39,7 @@ from typing import Any
 
 from mbuild.action.services import Services, process_services
 from mbuild.action.spec import ActionSpec, Busy, ExecConfig, Failed, Outcome, Ran
+from mbuild.rebuild.lookup import lookup_one
 from mbuild.runners.base import OnDone
 from mbuild.runners.fray.backend import Backend, make_backend
 from mbuild.runners.fray.clients import BACKENDS
@@ -353,5 +354,5 @@ class FrayExecutor:
         """The published result of a job's action, if any (the caller's lookup, or the local cache)."""
         if self._lookup is not None:
             return self._lookup(job.key)
-        _, db = self.services.stores(job.config.cache_dir)
-        return db.valid_result(job.key)
+        found = lookup_one(job.key, self.services.stores(job.config.cache_dir)[1])
+        return found.result if found is not None else None
