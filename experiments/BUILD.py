@@ -10,7 +10,7 @@ vocabulary size reruns everything from the tokenizer on). Whole cold run: under 
 """
 
 from mllib.config import LlamaConfig, TrainConfig
-from mbuild.rules.llm import bpe_tokenizer, eval_llama, llama_report, text_corpus, tokenize, train_llama
+from rules.llm import bpe_tokenizer, eval_llama, llama_report, text_corpus, tokenize, train_llama
 
 VOCAB = 4096
 

@@ -58,7 +58,7 @@ def set_tiny(root: Path, **changes: str) -> None:
             f"""
             from dataclasses import replace
             from mllib.presets import TINY
-            from mbuild.rules.llm import llama_pipeline
+            from rules.llm import llama_pipeline
 
             preset = replace(TINY, {", ".join(f"{k}={v}" for k, v in changes.items())})
             llama_pipeline(preset, corpus="//experiments:data/shakespeare.txt.xz")

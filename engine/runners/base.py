@@ -24,4 +24,6 @@ class Runner(Protocol):
         """Stop the action if it still runs (its on_done still comes)."""
 
     def close(self, kill: bool = False) -> None:
-        """Wait for (or, with kill, stop) everything submitted, and free the runner's resources."""
+        """Free the runner's resources; with kill, stop whatever still runs first. The scheduler
+        closes a runner once every action it submitted has ended, or when the build stops (then
+        actions still running may end without an on_done)."""
