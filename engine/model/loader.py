@@ -7,6 +7,7 @@ A BUILD file is Python (`BUILD.py` in the package directory). It runs with the w
 from __future__ import annotations
 
 import builtins
+import contextlib
 import fnmatch
 import marshal
 import os
@@ -26,6 +27,7 @@ from mbuild.errors import (
     did_you_mean,
 )
 from mbuild.labels import Label, PatternKind, TargetPattern
+from mbuild.model.reads import Reads, recording_environ
 from mbuild.model.targets import _CURRENT_PACKAGE, Location, Node, SourceFile, Target, caller_location
 from mbuild.model.workspace import BUILD_FILE, CACHE_NOTE, Workspace, claim_directory
 
@@ -87,8 +89,9 @@ def _check_length(label: Label) -> None:
 class Loader:
     """Evaluates BUILD files on demand and resolves labels to targets or source files."""
 
-    def __init__(self, workspace: Workspace):
+    def __init__(self, workspace: Workspace, reads: Reads | None = None):
         self.workspace = workspace
+        self.reads = reads  # noted here: the environment variables BUILD files look up (model/reads.py)
         self.root = workspace.root
         self._packages: dict[str, Package] = {}
         self._sources: dict[Label, SourceFile] = {}
@@ -122,7 +125,8 @@ class Loader:
         scope = {"__name__": f"BUILD:{name}", "__file__": str(build_file), "__builtins__": builtins}
         token = _CURRENT_PACKAGE.set(pkg)
         try:
-            exec(code, scope)
+            with recording_environ(self.reads) if self.reads is not None else contextlib.nullcontext():
+                exec(code, scope)
         except MbuildError as exc:
             raise BuildFileError(rel, _error_line(exc, str(build_file)), str(exc)) from None
         except KeyboardInterrupt:
