@@ -205,8 +205,8 @@ class Loader:
         source = self._sources.get(label)
         if source is not None:
             return source
-        path = pkg.directory / label.name
-        if path.is_file():
+        path = f"{pkg.build_file_str[: -len(BUILD_FILE)]}{label.name}"  # strings, not pathlib: once per source file
+        if os.path.isfile(path):
             if not self.workspace.settings.build.allow_external_symlinks:
                 self._refuse_external_link(label, path, referrer)
             source = self._sources[label] = SourceFile(label)
@@ -214,13 +214,13 @@ class Loader:
         hint = did_you_mean(label.name, pkg.targets)
         where = f"{referrer.label} ({referrer.location}) depends on {label}, but " if referrer else ""
         problem = f"no target named {label.name!r} in package '//{label.package}' ({pkg.build_file_rel})"
-        if path.is_dir():
+        if os.path.isdir(path):
             problem += f"; {label.package}/{label.name} is a directory, not a file (use glob() or a filegroup)"
         else:
             problem += " and no such source file"
         raise NoSuchTargetError(where + problem + hint)
 
-    def _refuse_external_link(self, label: Label, path: Path, referrer: Target | None) -> None:
+    def _refuse_external_link(self, label: Label, path: str, referrer: Target | None) -> None:
         """A SourceFileError if the source file is, or lies under, a symbolic link that leads outside the workspace."""
         parent, leaf = os.path.split(path)
         real_parent = self._real_dirs.get(parent)
@@ -229,7 +229,7 @@ class Loader:
         real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_parent, leaf)
         if real.startswith(self._root_prefix):
             return
-        link = self._outside_link(path)
+        link = self._outside_link(Path(path))
         where = f"{referrer.label} ({referrer.location}) depends on {label}, but " if referrer else f"{label}: "
         raise SourceFileError(
             f"{where}{self.workspace.relpath(link)} is a symbolic link to {os.path.realpath(link)}, outside the workspace; "
