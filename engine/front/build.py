@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from mbuild.model.graph import build_graph
 from mbuild.labels import Label, parse_pattern
 from mbuild.model.loader import Loader
 from mbuild.model.targets import SourceFile
+from mbuild.action.services import Services
+from mbuild.model.reads import Reads, recording
+from mbuild.schedule import noop
 from mbuild.schedule.scheduler import Scheduler
 from mbuild.schedule.status import BuildOptions, BuildResult
 from mbuild.model.workspace import Workspace, check_directories, check_fray_backend, check_jobs, load_workspace
@@ -54,10 +58,6 @@ def build(
     if remote_jobs is not None:
         check_jobs(remote_jobs, "--remote-jobs", minimum=1)
     check_fray_backend(ws.settings.fray, fray)
-    loader = Loader(ws)
-    requested = expand_patterns(loader, patterns)
-    graph = build_graph(loader, requested)
-    _say_source_files(graph, requested, console)
     options = BuildOptions(
         jobs=jobs or ws.jobs,
         keep_going=ws.settings.build.keep_going if keep_going is None else keep_going,
@@ -69,12 +69,29 @@ def build(
         fray_backend=fray,
         remote_jobs=remote_jobs,
     )
+    started = time.monotonic()
+    services = Services()
+    request = noop.request_key(ws, patterns, options) if not dry_run else None
+    if request is not None and (ws.cache_dir / "db" / "data.mdb").is_file():
+        answer = noop.answer(services.stores(str(ws.cache_dir))[1], request, events, started)
+        if answer is not None:
+            return answer
+    reads = Reads(ignore=noop.ignored(ws, events))
     try:
-        return Scheduler(ws, graph, requested, options, console).run()
+        with recording(reads):
+            loader = Loader(ws, reads)
+            requested = expand_patterns(loader, patterns)
+            graph = build_graph(loader, requested)
+            _say_source_files(graph, requested, console)
+            result = Scheduler(ws, graph, requested, options, console, services).run()
     except Exception as exc:  # a full disk under the driver (database, outputs): one line naming the directory
         if isinstance(exc, MbuildError) or not disk_full(exc):
             raise
         raise DiskFullError.of(exc, str(ws.cache_dir)) from None
+    db = services.stores(str(ws.cache_dir))[1]
+    if request is not None and not db.read_only and not any(isinstance(graph.node(label), SourceFile) for label in requested):
+        noop.record(db, request, reads, ws, graph.order, result)
+    return result
 
 
 def _say_source_files(graph, requested: Sequence[Label], console: Console | None) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
-from pathlib import PurePosixPath
 from typing import Any
 
 from mbuild.errors import LabelError, RuleDefinitionError, did_you_mean
@@ -107,8 +106,8 @@ def check_outputs(outputs: Sequence[str], where: str) -> tuple[str, ...]:
         parts = out.rstrip("/").split("/") if isinstance(out, str) else [""]
         if any(p in ("", ".", "..") for p in parts) or out.startswith("/"):
             raise RuleDefinitionError(f"{where}: declared output {out!r} must be a relative path inside the output directory")
-        path = PurePosixPath(*parts)
-        if path.as_posix() in seen:
+        path = "/".join(parts)  # already normal: no empty, "." or ".." parts
+        if path in seen:
             raise RuleDefinitionError(f"{where}: output {out!r} declared twice")
-        seen.add(path.as_posix())
+        seen.add(path)
     return tuple(outputs)

@@ -7,6 +7,7 @@ A BUILD file is Python (`BUILD.py` in the package directory). It runs with the w
 from __future__ import annotations
 
 import builtins
+import contextlib
 import fnmatch
 import marshal
 import os
@@ -26,6 +27,7 @@ from mbuild.errors import (
     did_you_mean,
 )
 from mbuild.labels import Label, PatternKind, TargetPattern
+from mbuild.model.reads import Reads, recording_environ
 from mbuild.model.targets import _CURRENT_PACKAGE, Location, Node, SourceFile, Target, caller_location
 from mbuild.model.workspace import BUILD_FILE, CACHE_NOTE, Workspace, claim_directory
 
@@ -87,8 +89,9 @@ def _check_length(label: Label) -> None:
 class Loader:
     """Evaluates BUILD files on demand and resolves labels to targets or source files."""
 
-    def __init__(self, workspace: Workspace):
+    def __init__(self, workspace: Workspace, reads: Reads | None = None):
         self.workspace = workspace
+        self.reads = reads  # noted here: the environment variables BUILD files look up (model/reads.py)
         self.root = workspace.root
         self._packages: dict[str, Package] = {}
         self._sources: dict[Label, SourceFile] = {}
@@ -122,7 +125,8 @@ class Loader:
         scope = {"__name__": f"BUILD:{name}", "__file__": str(build_file), "__builtins__": builtins}
         token = _CURRENT_PACKAGE.set(pkg)
         try:
-            exec(code, scope)
+            with recording_environ(self.reads) if self.reads is not None else contextlib.nullcontext():
+                exec(code, scope)
         except MbuildError as exc:
             raise BuildFileError(rel, _error_line(exc, str(build_file)), str(exc)) from None
         except KeyboardInterrupt:
@@ -201,8 +205,8 @@ class Loader:
         source = self._sources.get(label)
         if source is not None:
             return source
-        path = pkg.directory / label.name
-        if path.is_file():
+        path = f"{pkg.build_file_str[: -len(BUILD_FILE)]}{label.name}"  # strings, not pathlib: once per source file
+        if os.path.isfile(path):
             if not self.workspace.settings.build.allow_external_symlinks:
                 self._refuse_external_link(label, path, referrer)
             source = self._sources[label] = SourceFile(label)
@@ -210,13 +214,13 @@ class Loader:
         hint = did_you_mean(label.name, pkg.targets)
         where = f"{referrer.label} ({referrer.location}) depends on {label}, but " if referrer else ""
         problem = f"no target named {label.name!r} in package '//{label.package}' ({pkg.build_file_rel})"
-        if path.is_dir():
+        if os.path.isdir(path):
             problem += f"; {label.package}/{label.name} is a directory, not a file (use glob() or a filegroup)"
         else:
             problem += " and no such source file"
         raise NoSuchTargetError(where + problem + hint)
 
-    def _refuse_external_link(self, label: Label, path: Path, referrer: Target | None) -> None:
+    def _refuse_external_link(self, label: Label, path: str, referrer: Target | None) -> None:
         """A SourceFileError if the source file is, or lies under, a symbolic link that leads outside the workspace."""
         parent, leaf = os.path.split(path)
         real_parent = self._real_dirs.get(parent)
@@ -225,7 +229,7 @@ class Loader:
         real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_parent, leaf)
         if real.startswith(self._root_prefix):
             return
-        link = self._outside_link(path)
+        link = self._outside_link(Path(path))
         where = f"{referrer.label} ({referrer.location}) depends on {label}, but " if referrer else f"{label}: "
         raise SourceFileError(
             f"{where}{self.workspace.relpath(link)} is a symbolic link to {os.path.realpath(link)}, outside the workspace; "

@@ -52,7 +52,10 @@ _MAX_RERUNS = 2  # times an action reruns because a dependency's stored bytes we
 
 
 class Scheduler:
-    def __init__(self, workspace: Workspace, graph: Graph, requested: list[Label], options: BuildOptions, console: Console | None = None):
+    def __init__(
+        self, workspace: Workspace, graph: Graph, requested: list[Label], options: BuildOptions, console: Console | None = None,
+        services: Services | None = None,
+    ):
         self.ws = workspace
         self.graph = graph
         self.requested = set(requested)
@@ -67,7 +70,7 @@ class Scheduler:
         self.local = LocalRunner(options.jobs, lambda tag, outcome, exc, source: self.done.put((tag, outcome, exc, source)))
         self.fray: Runner | None = None  # made when the first remote-tagged action runs
         claim_directory(workspace.cache_dir, CACHE_NOTE)
-        self.services = Services()  # this process's open stores (the in-process fray backend's actions use them too)
+        self.services = services or Services()  # this process's open stores
         self.cas, self.db = self.services.stores(str(workspace.cache_dir))
         if self.db.read_only:
             self.console.error(f"warning: the local cache {workspace.relpath(workspace.cache_dir)} is read-only: cached results are served, nothing new is recorded")

@@ -49,7 +49,7 @@ from mbuild.stores.results import ActionResult
 _MAP_SIZE = 1 << 40  # address space only; the file grows as needed
 # Don't trust the stat cache for files modified this recently (same-tick edits are invisible to mtime).
 _RACY_NS = 2_000_000_000
-_TABLES = (b"ac", b"srcstat", b"label_keys", b"labels", b"failures", b"leases", b"treestat", b"remote")
+_TABLES = (b"ac", b"srcstat", b"label_keys", b"labels", b"failures", b"leases", b"treestat", b"remote", b"noop")
 
 
 class CacheDamaged(MbuildError):
@@ -248,6 +248,24 @@ class LocalDB:
         self.write(b"ac", lambda txn: txn.delete(key.encode()))
 
     # --- tree stamps ------------------------------------------------------------------------------
+
+    def result_records_for(self, keys: list[str]) -> list[bytes | None]:
+        """The stored records of `keys`, in one read transaction (not validated: callers compare
+        their digests with what they recorded, or validate them)."""
+        return self.read(b"ac", lambda txn: [txn.get(k.encode()) for k in keys], default=[None] * len(keys))
+
+    # --- the no-op record of each request (schedule/noop.py) -------------------------------------
+
+    def get_noop(self, request: str) -> bytes | None:
+        """The no-op record of `request`, if its checksum vouches for it."""
+        data = self.read(b"noop", lambda txn: txn.get(request.encode()))
+        if data is None or len(data) < 33 or digest_bytes(bytes(data[33:])).encode() != bytes(data[:32]):
+            return None
+        return bytes(data[33:])
+
+    def put_noop(self, request: str, body: bytes) -> None:
+        record = digest_bytes(body).encode() + b"\n" + body
+        self.write(b"noop", lambda txn: txn.put(request.encode(), record))
 
     def tree_stamps(self, tree: str) -> list[int] | None:
         """The stamps recorded when the local tree `tree` last hashed right (see stores/trees.py)."""

@@ -197,6 +197,23 @@ def _entries(result: ActionResult):
         yield link.path
 
 
+def entries(result: ActionResult) -> list[str]:
+    """The tree's entries, in the order of its stamps ("" is the root)."""
+    return list(_entries(result))
+
+
+def entry_stamps(root: str, names: list[str]) -> list[int] | None:
+    """stamps() for a list of entries (as entries() gave them)."""
+    out: list[int] = []
+    try:
+        for rel in names:
+            st = os.lstat(f"{root}/{rel}" if rel else root)
+            out += (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+    except OSError:
+        return None
+    return out
+
+
 def _make_writable(root: Path) -> None:
     """Directories of a discarded tree may have been made read-only by the action; rmtree needs +w."""
     for dirpath, _, _ in os.walk(root):
