@@ -86,10 +86,8 @@ def _same(path: str, stamp: list[int]) -> bool:
 
 def engine_stamp() -> str:
     """A digest of the stamps of mbuild's own source files: a changed engine is another request."""
-    import mbuild
-
-    parts: list[Any] = [getattr(mbuild, "__version__", "")]
-    for dirpath, dirnames, filenames in os.walk(os.path.dirname(mbuild.__file__)):
+    parts: list[Any] = []
+    for dirpath, dirnames, filenames in os.walk(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
         for name in sorted(filenames):
             if name.endswith(".py"):
