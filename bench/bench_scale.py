@@ -345,6 +345,7 @@ class Bazel:
             raise SystemExit("bazel cannot build a one-genrule workspace here, sandboxed or local")
         finally:
             self.shutdown(root)
+            self.remove()
 
     def version(self) -> str:
         out = subprocess.run(["bazel", "--version"], capture_output=True, text=True).stdout.strip()
@@ -445,7 +446,9 @@ def bench_bazel(bazel: Bazel, root: Path, graph: Graph, layout: Layout, repeat: 
         return {"cold build -j2": cold.seconds, "no-op": statistics.median(noops), "one-leaf change": statistics.median(leaves),
                 "query 'deps(//...)'": query, "cold-JVM no-op": cold_jvm}
     finally:
+        # Removing the output root too: the next graph's cold build must not find this one's action cache.
         bazel.shutdown(root)
+        bazel.remove()
 
 
 def _best_query(root: Path, repeat: int) -> float:
@@ -571,7 +574,7 @@ def main() -> None:
                         if rule == "genrule":
                             figures.insert(0, Figure(f"bash floor ({n} cmds)", floor, note=f"the same command lines, {JOBS} at a time, plain Python loop"))
                         if bazel and rule == "genrule":
-                            broot = tmp / "bazel-ws"
+                            broot = tmp / f"bazel-ws-{n}-{shape}-{layout.name().replace(' ', '-')}"
                             write_bazel(broot, graph, layout)
                             theirs = bench_bazel(bazel, broot, graph, layout, args.repeat)
                             shutil.rmtree(broot)
@@ -586,7 +589,7 @@ def main() -> None:
             print(f"peak RSS: {rss_how} (the largest process of the no-op, children included)")
     finally:
         if bazel:
-            for ws in (tmp / "bazel-ws", tmp / "bazel-probe"):
+            for ws in (*tmp.glob("bazel-ws-*"), tmp / "bazel-probe"):
                 bazel.shutdown(ws)
             bazel.remove()
         shutil.rmtree(tmp, ignore_errors=True)
