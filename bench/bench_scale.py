@@ -153,15 +153,17 @@ def _by_package(graph: Graph, layout: Layout, line) -> dict[str, list[str]]:
     return out
 
 
+def genrule_call(graph: Graph, layout: Layout, i: int, pkg: str) -> str:
+    """Node i as a genrule call, the same text in mbuild's BUILD.py and Bazel's BUILD."""
+    srcs = [f"src/t{i}.txt", *(layout.label(d, pkg) for d in graph.deps[i])]
+    return f"genrule(name={f't{i}'!r}, srcs={srcs!r}, outs={[f't{i}.out']!r}, cmd={CMD.format(name=f't{i}')!r})"
+
+
 def write_mbuild(root: Path, graph: Graph, layout: Layout, rule: str) -> None:
     """An mbuild workspace: WORKSPACE.toml, sources, and BUILD.py files of genrules or py_functions."""
     root.mkdir(parents=True)
     (root / "WORKSPACE.toml").write_text('[workspace]\nname = "bench-scale"\n')
     _write_sources(root, graph, layout)
-
-    def genrule(i: int, pkg: str) -> str:
-        srcs = [f"src/t{i}.txt", *(layout.label(d, pkg) for d in graph.deps[i])]
-        return f"genrule(name={f't{i}'!r}, srcs={srcs!r}, outs={[f't{i}.out']!r}, cmd={CMD.format(name=f't{i}')!r})"
 
     def py_function(i: int, pkg: str) -> str:
         inputs = {"src": f"src/t{i}.txt", **{f"d{k}": layout.label(d, pkg) for k, d in enumerate(graph.deps[i])}}
@@ -169,7 +171,7 @@ def write_mbuild(root: Path, graph: Graph, layout: Layout, rule: str) -> None:
 
     if rule == "py_function":
         (root / "hashstep.py").write_text(HASHSTEP)
-    line = genrule if rule == "genrule" else py_function
+    line = py_function if rule == "py_function" else lambda i, pkg: genrule_call(graph, layout, i, pkg)
     for pkg, lines in _by_package(graph, layout, line).items():
         (root / pkg).mkdir(parents=True, exist_ok=True)
         (root / pkg / "BUILD.py").write_text(f"from rules import {rule}\n\n" + "\n".join(lines) + "\n")
@@ -181,11 +183,7 @@ def write_bazel(root: Path, graph: Graph, layout: Layout) -> None:
     (root / "WORKSPACE").write_text("")
     _write_sources(root, graph, layout)
 
-    def genrule(i: int, pkg: str) -> str:
-        srcs = [f"src/t{i}.txt", *(layout.label(d, pkg) for d in graph.deps[i])]
-        return f"genrule(name={f't{i}'!r}, srcs={srcs!r}, outs={[f't{i}.out']!r}, cmd={CMD.format(name=f't{i}')!r})"
-
-    for pkg, lines in _by_package(graph, layout, genrule).items():
+    for pkg, lines in _by_package(graph, layout, lambda i, pkg: genrule_call(graph, layout, i, pkg)).items():
         (root / pkg).mkdir(parents=True, exist_ok=True)
         # mbuild targets are visible everywhere; Bazel's must say so to be used across packages.
         (root / pkg / "BUILD").write_text('package(default_visibility = ["//visibility:public"])\n\n' + "\n".join(lines) + "\n")
