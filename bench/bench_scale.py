@@ -14,8 +14,9 @@ root or spread over packages. Every figure is a fresh `mbuild` process, as a use
 Each figure is printed with its target from issue 12 and the ratio to it (ratio <= 1 meets it).
 The machine is shared and noisy: the load average is printed with every block.
 
-    python bench/bench_scale.py --size 1000 --no-bazel          # quick: a few minutes
-    python bench/bench_scale.py                                 # 1k and 10k, every shape, with Bazel
+    python bench/bench_scale.py -n 1000 --no-bazel       # quick: every shape at 1k, a few minutes
+    python bench/bench_scale.py -n 1000                  # the same with Bazel: ~15 minutes (Bazel's cold builds)
+    python bench/bench_scale.py                          # 1k and 10k, every shape, with Bazel: an hour or more
     python bench/bench_scale.py -n 10000 --shapes layered --layout one --rules genrule,py_function
 """
 
