@@ -175,7 +175,7 @@ def write_mbuild(root: Path, graph: Graph, layout: Layout, rule: str) -> None:
     line = py_function if rule == "py_function" else lambda i, pkg: genrule_call(graph, layout, i, pkg)
     for pkg, lines in _by_package(graph, layout, line).items():
         (root / pkg).mkdir(parents=True, exist_ok=True)
-        (root / pkg / "BUILD.py").write_text(f"from rules import {rule}\n\n" + "\n".join(lines) + "\n")
+        (root / pkg / "BUILD.py").write_text(f"from mbuild.rules import {rule}\n\n" + "\n".join(lines) + "\n")
 
 
 def write_bazel(root: Path, graph: Graph, layout: Layout) -> None:
@@ -199,7 +199,7 @@ def write_trivial(root: Path) -> None:
     """A one-target workspace: what `mbuild query '//...'` costs before any loading (start-up)."""
     root.mkdir(parents=True)
     (root / "WORKSPACE.toml").write_text('[workspace]\nname = "bench-scale"\n')
-    (root / "BUILD.py").write_text("from rules import genrule\n\ngenrule(name='t0', outs=['t0.out'], cmd='echo > $@')\n")
+    (root / "BUILD.py").write_text("from mbuild.rules import genrule\n\ngenrule(name='t0', outs=['t0.out'], cmd='echo > $@')\n")
 
 
 # --- running things ---------------------------------------------------------------------------
