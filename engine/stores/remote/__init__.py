@@ -25,21 +25,40 @@ package costs nothing on the no-op build path (file:// needs none of them).
 
 from __future__ import annotations
 
-from mbuild.stores.remote.config import RemoteConfig
-from mbuild.stores.remote.health import ProcessHealth, SharedHealth
-from mbuild.stores.remote.outcomes import RemoteBlobsUnavailableError
-from mbuild.stores.remote.records import parse_record
-from mbuild.stores.remote.stats import TransferStats
-from mbuild.stores.remote.store import RemoteStore
-from mbuild.stores.remote.transfers import Progress
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "ProcessHealth",
-    "Progress",
-    "RemoteBlobsUnavailableError",
-    "RemoteConfig",
-    "RemoteStore",
-    "SharedHealth",
-    "TransferStats",
-    "parse_record",
-]
+# What callers import from here, and the module that defines it. Loaded on first use (PEP 562), so
+# that importing one module of the package (config.py, for the lease objects' URL parsing) does
+# not load the store, asyncio and the rest.
+_EXPORTS = {
+    "ProcessHealth": "health",
+    "Progress": "transfers",
+    "RemoteBlobsUnavailableError": "outcomes",
+    "RemoteConfig": "config",
+    "RemoteStore": "store",
+    "SharedHealth": "health",
+    "TransferStats": "stats",
+    "parse_record": "records",
+}
+
+if TYPE_CHECKING:
+    from mbuild.stores.remote.config import RemoteConfig
+    from mbuild.stores.remote.health import ProcessHealth, SharedHealth
+    from mbuild.stores.remote.outcomes import RemoteBlobsUnavailableError
+    from mbuild.stores.remote.records import parse_record
+    from mbuild.stores.remote.stats import TransferStats
+    from mbuild.stores.remote.store import RemoteStore
+    from mbuild.stores.remote.transfers import Progress
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_EXPORTS)

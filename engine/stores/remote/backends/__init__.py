@@ -13,11 +13,13 @@ package costs nothing on the no-op build path (file:// needs none of them).
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mbuild.stores.remote.config import RemoteConfig, parse_url
 from mbuild.stores.remote.stats import TransferStats
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class Backend(Protocol):
