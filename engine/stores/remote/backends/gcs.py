@@ -38,12 +38,14 @@ async def read_with_generation(fs, bucket: str, name: str) -> tuple[bytes, str]:
 
 async def upload_if_generation(fs, bucket: str, name: str, data: bytes, generation: str, content_type: str) -> str:
     """Write the object if its generation is `generation` ("0": if absent), in one multipart
-    request; its new generation. FileExistsError if the generation differs (HTTP 412)."""
+    request; its new generation. FileExistsError if the generation differs (HTTP 412). The request
+    is gcsfs's own single-request upload (simple_upload) with the precondition added; the object's
+    content type comes from the media part's header."""
     from gcsfs.checkers import get_consistency_checker
     from gcsfs.core import quote
 
     checker = get_consistency_checker(fs.consistency)
-    meta = json.dumps({"name": name, "contentType": content_type})
+    meta = json.dumps({"name": name})
     body = (
         b"--==0==\nContent-Type: application/json; charset=UTF-8\n\n" + meta.encode()
         + f"\n--==0==\nContent-Type: {content_type}\n\n".encode() + data + b"\n--==0==--"
