@@ -125,7 +125,7 @@ def bench_small(n: int, endpoint: str, work: Path, concurrency: int) -> list[tup
 
     from mbuild.stores.results import ActionResult, OutputFile
     from mbuild.stores.cas import LocalCAS
-    from mbuild.stores import remote
+    from mbuild.stores.remote import limits
     from mbuild.stores.remote import RemoteConfig, RemoteStore
 
     rng = random.Random(1)
@@ -153,11 +153,11 @@ def bench_small(n: int, endpoint: str, work: Path, concurrency: int) -> list[tup
     reader = RemoteStore(RemoteConfig(url, concurrency=concurrency, storage_options=wire.options(endpoint)))
     timings["store", "read records"] = measure(table, "store", "read records", wire, lambda: reader.get_results(list(results)))[:2]
     timings["store", "exists"] = measure(table, "store", "exists", wire, lambda: reader.missing_blobs(digests))[:2]
-    saved = remote.LIST_MIN_BATCH
+    saved = limits.LIST_MIN_BATCH
     for name, threshold in (("exists (object GETs only)", 10**9), ("exists (listing prefix dirs)", 0)):
-        remote.LIST_MIN_BATCH = threshold
+        limits.LIST_MIN_BATCH = threshold
         measure(table, "store", name, wire, lambda: reader.missing_blobs(digests))
-    remote.LIST_MIN_BATCH = saved
+    limits.LIST_MIN_BATCH = saved
     clone = LocalCAS(work / "small-clone")
     timings["store", "fetch blobs"] = measure(table, "store", "fetch blobs", wire, lambda: reader.fetch_blobs(clone, [(d, s) for d, s, _ in blobs]))[:2]
     timings["store", "lookup (records+exists)"] = measure(table, "store", "lookup (records+exists)", wire, lambda: reader.lookup(list(results)))[:2]

@@ -23,8 +23,8 @@ import pytest
 import servers
 from mbuild.digests import digest_bytes
 from mbuild.stores.results import ActionResult, OutputFile, OutputLink, tree_digest
-from mbuild.stores import remote as remote_mod
 from mbuild.stores.cas import LocalCAS
+from mbuild.stores.remote import limits
 from mbuild.stores.remote import RemoteBlobsUnavailableError, RemoteConfig, RemoteStore
 
 BACKENDS = ["gcs", "s3", "file"]
@@ -168,7 +168,7 @@ def test_round_trip_results_and_blobs(remote, tmp_path):
 
 
 def test_empty_and_streamed_blobs_round_trip(remote, tmp_path, monkeypatch):
-    monkeypatch.setattr(remote_mod, "WHOLE_MAX", 4096)  # the streamed paths, on small data
+    monkeypatch.setattr(limits, "WHOLE_MAX", 4096)  # the streamed paths, on small data
     cas = new_cas(tmp_path)
     empty, big = cas.put_bytes(b""), cas.put_bytes(os.urandom(50_000))
     result = ActionResult.make([OutputFile("empty", empty, 0), OutputFile("big", big, 50_000)])
@@ -184,7 +184,7 @@ def test_empty_and_streamed_blobs_round_trip(remote, tmp_path, monkeypatch):
 
 def test_memory_filesystem_also_works(tmp_path, monkeypatch):
     """Any fsspec URL: memory:// goes through the generic (synchronous fsspec) backend."""
-    monkeypatch.setattr(remote_mod, "WHOLE_MAX", 1000)
+    monkeypatch.setattr(limits, "WHOLE_MAX", 1000)
     cas = new_cas(tmp_path)
     result = make_result(cas, n=3, seed="mem", size=3000)
     k = key()
@@ -334,7 +334,7 @@ def test_missing_blobs(remote, tmp_path, batch):
 
 def test_missing_blobs_with_directories_larger_than_a_page(remote, tmp_path, monkeypatch):
     """When a listing page does not hold a whole prefix directory, ask object by object."""
-    monkeypatch.setattr(remote_mod, "LIST_PAGE", 2)
+    monkeypatch.setattr(limits, "LIST_PAGE", 2)
     cas = new_cas(tmp_path)
     digests = [cas.put_bytes(f"paged {i} {uuid.uuid4()}".encode()) for i in range(200)]
     present = set(digests[:150])
@@ -355,8 +355,8 @@ def test_bad_blob_is_never_installed(remote_of, tmp_path, monkeypatch, kind, cas
     remote = remote_of(kind)
     damage, mode = case.split("-")
     if mode == "streamed":  # exercise the streaming path on small data
-        monkeypatch.setattr(remote_mod, "WHOLE_MAX", 1000)
-        monkeypatch.setattr(remote_mod, "CHUNK", 1024)
+        monkeypatch.setattr(limits, "WHOLE_MAX", 1000)
+        monkeypatch.setattr(limits, "CHUNK", 1024)
     cas = new_cas(tmp_path)
     good = cas.put_bytes(os.urandom(5000))
     data = os.urandom(5000)
@@ -770,12 +770,12 @@ def test_an_oversized_record_is_read_only_up_to_the_limit(remote_of, tmp_path, m
     remote = remote_of(kind)
     _, k, _ = _published(remote, tmp_path)
     if kind == "file":
-        size, limit = 100 << 20, remote_mod.MAX_RECORD
+        size, limit = 100 << 20, limits.MAX_RECORD
         with open(remote.ac(k), "r+b") as f:
             f.truncate(size)  # sparse: 100 MB that costs no disk
     else:
         size, limit = 5 << 20, 1 << 20
-        monkeypatch.setattr(remote_mod, "MAX_RECORD", limit)
+        monkeypatch.setattr(limits, "MAX_RECORD", limit)
         remote.overwrite(remote.ac(k), os.urandom(size))
     reader, warnings = remote.store()
     assert reader.get_results([k]) == {}
@@ -785,7 +785,7 @@ def test_an_oversized_record_is_read_only_up_to_the_limit(remote_of, tmp_path, m
 
 HUNG_MOUNT_SCRIPT = r"""
 import json, os, sys, threading, time
-from mbuild.stores import remote as remote_mod
+from mbuild.stores.remote.backends import file as file_backend
 from mbuild.stores.remote import RemoteConfig, RemoteStore
 
 url, key = json.loads(sys.argv[1])
@@ -795,7 +795,7 @@ def read_on_a_hung_mount(path, sink):  # what a read(2) on a dead NFS server doe
     stuck.set()
     threading.Event().wait()
 
-remote_mod._copy_out = read_on_a_hung_mount
+file_backend._copy_out = read_on_a_hung_mount
 warnings = []
 store = RemoteStore(RemoteConfig(url, timeout=1.0, max_failures=1), on_warning=warnings.append)
 t = time.monotonic()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import uuid
 from collections.abc import Callable
@@ -88,11 +87,11 @@ class LocalObject:
 
 
 class GcsObject:
-    """A GCS object through gcsfs's own HTTP session (the filesystem the remote cache uses).
+    """A GCS object, through the remote cache's GCS transport (stores/remote/backends/gcs.py) on
+    gcsfs's own HTTP session (the filesystem the remote cache uses).
 
-    read: one `GET .../o/<name>?alt=media`, the generation from `x-goog-generation`.
-    write: one single-request multipart upload with `ifGenerationMatch=<generation>` (0 = create),
-    the kind of upload whose preconditions the emulator honours too; HTTP 412 -> Conflict.
+    read: one GET, the generation from `x-goog-generation`. write: one single-request multipart
+    upload with `ifGenerationMatch=<generation>` (0 = create); HTTP 412 -> Conflict.
     """
 
     def __init__(self, fs, bucket: str, name: str, timeout: float | None = None):
@@ -100,35 +99,28 @@ class GcsObject:
         self.where = f"gs://{bucket}/{name}"
 
     def read(self) -> tuple[bytes, str] | None:
-        from fsspec.asyn import sync
+        from mbuild.stores.remote.backends import blocking, gcs
 
         try:
-            headers, data = sync(self.fs.loop, self.fs._call, "GET", "b/{}/o/{}", self.bucket, self.name, alt="media", timeout=self.timeout)
+            return blocking(self.fs, gcs.read_with_generation, self.fs, self.bucket, self.name, timeout=self.timeout)
         except FileNotFoundError:
             return None
-        return data, str(headers["x-goog-generation"])
 
     def write(self, data: bytes, expected: str | None) -> str:
-        from fsspec.asyn import sync
+        from mbuild.stores.remote.backends import blocking, gcs
 
-        meta = json.dumps({"name": self.name, "contentType": "application/json"})
-        body = (
-            b'--==0==\nContent-Type: application/json; charset=UTF-8\n\n' + meta.encode()
-            + b"\n--==0==\nContent-Type: application/json\n\n" + data + b"\n--==0==--"
-        )
         try:
-            out = sync(
-                self.fs.loop, self.fs._call, "POST", f"{self.fs._location}/upload/storage/v1/b/{self.bucket}/o",
-                uploadType="multipart", ifGenerationMatch=expected or "0", data=body, json_out=True,
-                headers={"Content-Type": 'multipart/related; boundary="==0=="'}, timeout=self.timeout,
+            return blocking(
+                self.fs, gcs.upload_if_generation, self.fs, self.bucket, self.name, data, expected or "0", "application/json",
+                timeout=self.timeout,
             )
         except FileExistsError as exc:  # gcsfs maps HTTP 412 (precondition failed) to this
             raise Conflict(f"{self.where}: generation is not {expected or 'absent'}") from exc
-        return str(out["generation"])
 
 
 class S3Object:
-    """An S3 object through s3fs (the filesystem the remote cache uses).
+    """An S3 object, through the remote cache's S3 transport (stores/remote/backends/s3.py) on s3fs
+    (the filesystem the remote cache uses).
 
     read: `GetObject` (bytes and ETag). write: `PutObject` with `IfMatch=<etag>`, or
     `IfNoneMatch="*"` to create. 412 PreconditionFailed, 409 ConditionalRequestConflict, and
@@ -140,85 +132,74 @@ class S3Object:
         self.fs, self.bucket, self.key, self.timeout = fs, bucket, key, timeout
         self.where = f"s3://{bucket}/{key}"
 
-    async def _read(self):
-        resp = await self.fs._call_s3("get_object", Bucket=self.bucket, Key=self.key)
-        body = resp["Body"]
-        try:
-            data = await body.read()
-        finally:
-            body.close()
-        return data, resp["ETag"]
-
     def read(self) -> tuple[bytes, str] | None:
-        from fsspec.asyn import sync
+        from mbuild.stores.remote.backends import blocking, s3
 
         try:
-            return sync(self.fs.loop, self._read, timeout=self.timeout)
+            return blocking(self.fs, s3.get_with_etag, self.fs, self.bucket, self.key, timeout=self.timeout)
         except FileNotFoundError:
             return None
 
     def write(self, data: bytes, expected: str | None) -> str:
-        from fsspec.asyn import sync
+        from mbuild.stores.remote.backends import blocking, s3
 
-        cond = {"IfMatch": expected} if expected else {"IfNoneMatch": "*"}
         try:
-            out = sync(
-                self.fs.loop, self.fs._call_s3, "put_object", Bucket=self.bucket, Key=self.key, Body=data,
-                ContentType="application/json", timeout=self.timeout, **cond,
+            return blocking(
+                self.fs, s3.put_if, self.fs, self.bucket, self.key, data, expected, ContentType="application/json",
+                timeout=self.timeout,
             )
         except OSError as exc:
-            err = getattr(exc.__cause__, "response", {}) or {}
-            code = (err.get("Error") or {}).get("Code", "")
-            status = (err.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-            if isinstance(exc, FileExistsError) or code in ("PreconditionFailed", "ConditionalRequestConflict") \
-                    or status in (409, 412) or (expected and code == "NoSuchKey"):
+            if s3.version_refused(exc, expected):
                 raise Conflict(f"{self.where}: ETag is not {expected or 'absent'}") from exc
             raise
-        return out["ETag"]
-
 
 
 def cas_object(location: str | os.PathLike, *, storage_options: dict | None = None, fs: Any = None) -> CasObject:
     """The compare-and-swap object at a path or URL (local, gs://, s3://): `write(data, None)` is
     create-if-absent, the final guard for publishing a marker or result exactly once."""
+    from mbuild.stores.remote.config import parse_url
+
     loc = os.fspath(location)
-    proto, sep, rest = loc.partition("://")
-    if not sep or proto in ("file", "local"):
-        return LocalObject(Path(rest if sep else loc).expanduser().absolute())
-    parent, sep, name = loc.rstrip("/").rpartition("/")
-    if not name or parent.endswith(":/"):
+    where = parse_url(loc, "location")
+    if where.is_local:
+        return LocalObject(Path(where.path).expanduser().absolute())
+    if not where.in_bucket:
+        raise ValueError(f"leases need a local path, gs:// or s3:// location, not {where.scheme}://")
+    parent, _, name = where.prefix.rpartition("/")
+    if not name:
         raise ValueError(f"no object name in {loc!r}")
-    return objects_at(parent, storage_options, fs)[1](name)
+    return _objects(where.scheme, where.bucket, parent, storage_options, fs, None)(name)
 
 
 def objects_at(location: str | os.PathLike, storage_options: dict | None, fs: Any, timeout: float | None = None) -> tuple[str, Callable[[str], CasObject]]:
     """(normalised location, key -> CasObject) for a local path / file:// URL, gs:// or s3:// prefix."""
-    loc = os.fspath(location)
-    proto, sep, rest = loc.partition("://")
-    if not sep or proto in ("file", "local"):
-        root = Path(rest if sep else loc).expanduser().absolute()
+    from mbuild.stores.remote.config import parse_url
+
+    where = parse_url(os.fspath(location), "location")
+    if where.is_local:
+        root = Path(where.path).expanduser().absolute()
         return str(root), lambda key: LocalObject(root / key)
-    bucket, _, prefix = rest.strip("/").partition("/")
-    if not bucket:
-        raise ValueError(f"location {loc!r} names no bucket")
-    prefix = prefix.strip("/")
+    return where.normalised, _objects(where.scheme, where.bucket, where.prefix, storage_options, fs, timeout)
+
+
+def _objects(scheme: str, bucket: str, prefix: str, storage_options: dict | None, fs: Any, timeout: float | None) -> Callable[[str], CasObject]:
+    """key -> the CasObject `prefix/key` in `bucket`, on `fs` (default: fsspec's for the options)."""
 
     def name(key: str) -> str:
         return f"{prefix}/{key}" if prefix else key
 
-    if proto in ("gs", "gcs"):
-        gfs = fs or filesystem("gs", storage_options)
-        return f"gs://{bucket}/{prefix}".rstrip("/"), lambda key: GcsObject(gfs, bucket, name(key), timeout)
-    if proto in ("s3", "s3a"):
-        sfs = fs or filesystem("s3", storage_options)
-        return f"s3://{bucket}/{prefix}".rstrip("/"), lambda key: S3Object(sfs, bucket, name(key), timeout)
-    raise ValueError(f"leases need a local path, gs:// or s3:// location, not {proto}://")
+    if scheme not in ("gs", "s3"):
+        raise ValueError(f"leases need a local path, gs:// or s3:// location, not {scheme}://")
+    client = fs or filesystem(scheme, storage_options)
+    kind = GcsObject if scheme == "gs" else S3Object
+    return lambda key: kind(client, bucket, name(key), timeout)
 
 
 def filesystem(protocol: str, storage_options: dict | None):
-    import fsspec
+    """fsspec's filesystem for `protocol` with these options (stores/remote/backends.filesystem)."""
+    from mbuild.stores.remote.backends import filesystem as fsspec_filesystem
 
-    return fsspec.filesystem(protocol, **(storage_options or {}))
+    return fsspec_filesystem(protocol, storage_options)
 
 
 class LmdbObject:
