@@ -44,6 +44,7 @@ from mbuild.stores.localdb_checks import (
     recorded_boot, truncated,
 )
 from mbuild.stores.remote_health import RemoteHealth
+from mbuild.stores.srcstat import path_key, srcstat_check, srcstat_record
 from mbuild.stores.results import ActionResult
 
 _MAP_SIZE = 1 << 40  # address space only; the file grows as needed
@@ -365,10 +366,10 @@ class LocalDB:
             for path in paths:
                 st = os.stat(path)
                 stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
-                key = _path_key(path)
+                key = path_key(path)
                 cached = txn.get(key)
                 if cached is not None:
-                    record = _srcstat_record(path, cached)
+                    record = srcstat_record(path, cached)
                     if record is not None and record[:4] == stamp:
                         digests.append(record[4])
                         continue
@@ -376,7 +377,7 @@ class LocalDB:
                 digests.append(digest)
                 if st.st_mtime_ns < time.time_ns() - _RACY_NS and st.st_ctime_ns < time.time_ns() - _RACY_NS:
                     body = [*stamp, digest]
-                    fresh[key] = orjson.dumps([*body, _srcstat_check(path, body)])
+                    fresh[key] = orjson.dumps([*body, srcstat_check(path, body)])
             return digests
 
         fresh.clear()
@@ -384,29 +385,5 @@ class LocalDB:
         if fresh:
             self.write(b"srcstat", lambda txn: [txn.put(k, v) for k, v in fresh.items()])
         return digests
-
-
-def _srcstat_check(path: str, body: list) -> str:
-    return digest_bytes(path.encode() + b"\0" + orjson.dumps(body))[:16]
-
-
-def _srcstat_record(path: str, data: bytes) -> list | None:
-    """A source-stat record if it is intact: [size, mtime_ns, ino, ctime_ns, digest]."""
-    try:
-        record = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(record, list) or len(record) != 6 or record[5] != _srcstat_check(path, record[:5]):
-        return None
-    return record[:5]
-
-
-_MAX_KEY = 511  # LMDB's largest key
-
-
-def _path_key(path: str) -> bytes:
-    """The stat cache's key for a path: the path itself, or its digest when it is too long for LMDB."""
-    key = path.encode()
-    return key if len(key) <= _MAX_KEY else b"#" + digest_bytes(key).encode()
 
 
