@@ -1,9 +1,9 @@
-"""Remote-cache store benchmark: RemoteStore against raw gcsfs, on a local fake-gcs-server.
+"""Remote-cache store benchmark: RemoteCache against raw gcsfs, on a local fake-gcs-server.
 
 (a) 1,000 small blobs (1-4 KB) and 1,000 action-result records: upload, existence check, and a
-    fresh clone fetching them, through RemoteStore, through raw gcsfs one object at a time, and
+    fresh clone fetching them, through RemoteCache, through raw gcsfs one object at a time, and
     through raw gcsfs' own batch calls (fs.pipe(dict), fs.cat(list), concurrent _exists).
-(b) one large blob (1 GB by default): RemoteStore upload and fetch against raw gcsfs
+(b) one large blob (1 GB by default): RemoteCache upload and fetch against raw gcsfs
     put_file/get_file of the same bytes; each run in its own process for a clean peak RSS.
 
 Requests and bytes are counted on the wire (an aiohttp trace on each client's session: every HTTP
@@ -126,7 +126,7 @@ def bench_small(n: int, endpoint: str, work: Path, concurrency: int) -> list[tup
     from mbuild.stores.results import ActionResult, OutputFile
     from mbuild.stores.cas import LocalCAS
     from mbuild.stores.remote import limits
-    from mbuild.stores.remote import RemoteConfig, RemoteStore
+    from mbuild.stores.remote import RemoteConfig, RemoteCache
 
     rng = random.Random(1)
     cas = LocalCAS(work / "small-src")
@@ -144,13 +144,13 @@ def bench_small(n: int, endpoint: str, work: Path, concurrency: int) -> list[tup
     table = Table()
     timings: dict[tuple[str, str], tuple[float, int]] = {}
 
-    # RemoteStore: a CI machine publishes, a fresh clone looks up and fetches.
+    # RemoteCache: a CI machine publishes, a fresh clone looks up and fetches.
     wire = Wire()
     url = f"gs://{BUCKET}/store-{uuid.uuid4().hex[:8]}"
-    writer = RemoteStore(RemoteConfig(url, concurrency=concurrency, storage_options=wire.options(endpoint)))
+    writer = RemoteCache(RemoteConfig(url, concurrency=concurrency, storage_options=wire.options(endpoint)))
     timings["store", "upload blobs"] = measure(table, "store", "upload blobs", wire, lambda: writer.upload_blobs(cas, digests))[:2]
     timings["store", "create records"] = measure(table, "store", "create records", wire, lambda: writer.put_results(results))[:2]
-    reader = RemoteStore(RemoteConfig(url, concurrency=concurrency, storage_options=wire.options(endpoint)))
+    reader = RemoteCache(RemoteConfig(url, concurrency=concurrency, storage_options=wire.options(endpoint)))
     timings["store", "read records"] = measure(table, "store", "read records", wire, lambda: reader.get_results(list(results)))[:2]
     timings["store", "exists"] = measure(table, "store", "exists", wire, lambda: reader.missing_blobs(digests))[:2]
     saved = limits.LIST_MIN_BATCH
@@ -201,7 +201,7 @@ def bench_small(n: int, endpoint: str, work: Path, concurrency: int) -> list[tup
     )[:2]
     timings["raw batched", "fetch blobs"] = measure(table, "raw batched", "fetch blobs", wire, lambda: fs.cat(list(bpath.values()), on_error="return"))[:2]
 
-    print("\n  ratios (wall time; requests): RemoteStore / raw")
+    print("\n  ratios (wall time; requests): RemoteCache / raw")
     print("  operation        vs 1-by-1            vs batched")
     for op in ("upload blobs", "create records", "read records", "exists", "fetch blobs"):
         s, o, b = timings["store", op], timings["raw 1-by-1", op], timings["raw batched", op]
@@ -219,7 +219,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 from bench_remote_raw import Wire, raw_fs
 from pathlib import Path
 from mbuild.stores.cas import LocalCAS
-from mbuild.stores.remote import RemoteConfig, RemoteStore
+from mbuild.stores.remote import RemoteConfig, RemoteCache
 
 def status(field):
     return int(re.search(field + r":\s+(\d+)", open("/proc/self/status").read()).group(1)) * 1024
@@ -229,7 +229,7 @@ def reset_peak():
 wire = Wire()
 progress = []
 if mode.startswith("store"):
-    store = RemoteStore(RemoteConfig(url, storage_options=wire.options(endpoint)))
+    store = RemoteCache(RemoteConfig(url, storage_options=wire.options(endpoint)))
     store.missing_blobs(["0" * 32])  # session up, imports done
     if mode == "store-up":
         cas = LocalCAS(Path(src))
@@ -288,7 +288,7 @@ def bench_big(mb: int, endpoint: str, work: Path) -> None:
               f"  {r['peak'] / 2**20:17.1f}  {r['progress']:14d}", flush=True)
         if mode == "raw-down":
             os.unlink(work / "raw-download")
-    print("\n  ratios RemoteStore / raw gcsfs (wall; peak RSS)")
+    print("\n  ratios RemoteCache / raw gcsfs (wall; peak RSS)")
     for d in ("up", "down"):
         s, r = got[f"store-{d}"], got[f"raw-{d}"]
         print(f"  {d:5s} {s['wall'] / r['wall']:5.2f}x; {s['peak'] / max(r['peak'], 1):5.2f}x")

@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 
 import lmdb
-import pytest
 
 SLOW_RULES = '''
 import os, time

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import servers  # noqa: F401  (sets GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false before gcsfs is imported)
-from mbuild.leases import Heartbeat, LeaseLost, cas_object, open_leases
+from mbuild.leases import Heartbeat, LeaseLost, swap_object, open_leases
 from mbuild.steps.primitives import (
     OutputSlot,
     StepAlreadyDone,
@@ -81,7 +81,7 @@ def store(request, tmp_path) -> Store:
 
 CHILD = r"""
 import json, os, sys, time, threading
-from mbuild.leases import open_leases, Heartbeat, LeaseLost, cas_object
+from mbuild.leases import open_leases, Heartbeat, LeaseLost, swap_object
 from mbuild.steps.primitives import disk_cached, distributed_lock
 
 def reply(**kw):
@@ -150,7 +150,7 @@ while True:
             published = False
             if was_held:
                 try:
-                    cas_object(cmd["marker"], storage_options=cmd["so"]).write(b"from the old holder", None)
+                    swap_object(cmd["marker"], storage_options=cmd["so"]).write(b"from the old holder", None)
                     published = True
                 except Exception:
                     pass
@@ -372,7 +372,7 @@ def test_stopped_holder_is_fenced_and_does_not_publish(store, child):
     report = holder.recv()
     assert report == {"held": False, "published": False, "on_lost": True, "renew": "LeaseLost"}
     assert new.held() and new.holder().owner == new.owner  # its release() left us alone
-    assert cas_object(marker, storage_options=store.so).read() is None  # nothing published
+    assert swap_object(marker, storage_options=store.so).read() is None  # nothing published
     new.renew()
 
 

@@ -25,7 +25,7 @@ from mbuild.digests import digest_bytes
 from mbuild.stores.results import ActionResult, OutputFile, OutputLink, tree_digest
 from mbuild.stores.cas import LocalCAS
 from mbuild.stores.remote import limits
-from mbuild.stores.remote import RemoteBlobsUnavailableError, RemoteConfig, RemoteStore
+from mbuild.stores.remote import RemoteBlobsUnavailableError, RemoteConfig, RemoteCache
 
 BACKENDS = ["gcs", "s3", "file"]
 REPO = Path(__file__).resolve().parent.parent
@@ -45,10 +45,10 @@ class Remote:
         self.options = options
         self.fs, self.root = fsspec.core.url_to_fs(url, **options, skip_instance_cache=True, use_listings_cache=False)
 
-    def store(self, **config) -> tuple[RemoteStore, list[str]]:
+    def store(self, **config) -> tuple[RemoteCache, list[str]]:
         warnings: list[str] = []
         config.setdefault("timeout", 5.0)
-        return RemoteStore(RemoteConfig(self.url, storage_options=self.options, **config), on_warning=warnings.append), warnings
+        return RemoteCache(RemoteConfig(self.url, storage_options=self.options, **config), on_warning=warnings.append), warnings
 
     def ac(self, key: str) -> str:
         return f"{self.root}/ac/{key}"
@@ -189,7 +189,7 @@ def test_memory_filesystem_also_works(tmp_path, monkeypatch):
     result = make_result(cas, n=3, seed="mem", size=3000)
     k = key()
     url = f"memory://mbuild-{uuid.uuid4().hex[:8]}"
-    store = RemoteStore(RemoteConfig(url))
+    store = RemoteCache(RemoteConfig(url))
     assert store.publish(cas, k, result) is True and store.put_result(k, result) is False
     clone = new_cas(tmp_path)
     assert store.lookup([k]) == {k: result}
@@ -277,7 +277,7 @@ def test_racing_publishers_one_winner_nothing_torn(remote, tmp_path):
     assert outcomes.count(True) == 1, outcomes
     winner = contenders[outcomes.index(True)]
     assert remote.fs.cat_file(remote.ac(k)) == winner.to_record(k)
-    assert RemoteStore(RemoteConfig(remote.url, storage_options=remote.options)).get_results([k]) == {k: winner}
+    assert RemoteCache(RemoteConfig(remote.url, storage_options=remote.options)).get_results([k]) == {k: winner}
 
 
 def test_racing_publishers_in_separate_processes(remote, tmp_path):
@@ -291,9 +291,9 @@ def test_racing_publishers_in_separate_processes(remote, tmp_path):
     script = r"""
 import json, os, sys, time
 from mbuild.stores.results import ActionResult
-from mbuild.stores.remote import RemoteConfig, RemoteStore
+from mbuild.stores.remote import RemoteConfig, RemoteCache
 url, options, key, record, go = json.loads(sys.argv[1])
-store = RemoteStore(RemoteConfig(url, storage_options=options))
+store = RemoteCache(RemoteConfig(url, storage_options=options))
 result = ActionResult.from_record(record.encode(), key)
 store.missing_blobs(["0" * 32])  # connect before the start line
 deadline = time.monotonic() + 30
@@ -538,7 +538,7 @@ def test_server_stopped_mid_build_circuit_breaker(own_server, tmp_path):
     server, url, options = own_server
     warnings: list[str] = []
     timeout = 2.0  # (a loaded machine's moto must still answer in time before the stop)
-    store = RemoteStore(RemoteConfig(url, timeout=timeout, max_failures=3, storage_options=options), on_warning=warnings.append)
+    store = RemoteCache(RemoteConfig(url, timeout=timeout, max_failures=3, storage_options=options), on_warning=warnings.append)
     cas = new_cas(tmp_path)
     result = make_result(cas, seed="outage")
     k = key()
@@ -573,7 +573,7 @@ def test_consecutive_single_failures_open_the_breaker(own_server, tmp_path):
     server, url, options = own_server
     warnings: list[str] = []
     timeout = 5.0  # the first request also starts the client (a botocore session): >1 s on a loaded machine
-    store = RemoteStore(RemoteConfig(url, timeout=timeout, max_failures=3, storage_options=options), on_warning=warnings.append)
+    store = RemoteCache(RemoteConfig(url, timeout=timeout, max_failures=3, storage_options=options), on_warning=warnings.append)
     assert store.get_results([key()]) == {}  # a normal miss: not a failure
     assert store.stats.errors == 0
     server.stop()
@@ -594,19 +594,19 @@ def test_slow_responses_fail_fast_and_count_as_failures(kind, buckets, gcs_serve
     k = key()
     url = f"{buckets[kind]}/slow-{uuid.uuid4().hex[:8]}"
     base_options = server.storage_options if kind == "gcs" else s3_options
-    RemoteStore(RemoteConfig(url, storage_options=base_options)).publish(cas, k, result)
+    RemoteCache(RemoteConfig(url, storage_options=base_options)).publish(cas, k, result)
 
     proxy = servers.DelayProxy(int(server.endpoint.rsplit(":", 1)[1]), delay=1.0)
     try:
         options = {**base_options, "endpoint_url": proxy.endpoint}
         # Through the proxy, a patient client gets its answer: the proxy is slow, not broken.
-        patient = RemoteStore(RemoteConfig(url, timeout=10.0, storage_options=options))
+        patient = RemoteCache(RemoteConfig(url, timeout=10.0, storage_options=options))
         assert patient.get_results([k]) == {k: result}
         # An impatient one gives up at its timeout (0.3 s), far sooner than the answer would come
         # (60 s from now on), counts a failure, and opens the breaker.
         proxy.delay = 60.0
         warnings: list[str] = []
-        store = RemoteStore(RemoteConfig(url, timeout=0.3, max_failures=2, storage_options=options), on_warning=warnings.append)
+        store = RemoteCache(RemoteConfig(url, timeout=0.3, max_failures=2, storage_options=options), on_warning=warnings.append)
         started = time.monotonic()
         assert store.get_results([k]) == {}
         assert time.monotonic() - started < 20
@@ -625,7 +625,7 @@ LARGE_SCRIPT = r"""
 import json, os, re, sys, time
 from pathlib import Path
 from mbuild.stores.cas import LocalCAS
-from mbuild.stores.remote import RemoteConfig, RemoteStore
+from mbuild.stores.remote import RemoteConfig, RemoteCache
 
 url, options, workdir, size = json.loads(sys.argv[1])
 def rss(field):
@@ -641,7 +641,7 @@ with open(src, "wb") as f:
         f.write(os.urandom(1 << 22))
 digest, size = cas.put_file(src, move=True)
 events = {"up": [], "down": []}
-store = RemoteStore(RemoteConfig(url, storage_options=options))
+store = RemoteCache(RemoteConfig(url, storage_options=options))
 store.missing_blobs(["0" * 32])  # connect: sessions and imports are not what is measured
 base = reset_peak()
 t = time.perf_counter()
@@ -650,7 +650,7 @@ up = time.perf_counter() - t
 up_peak = rss("VmHWM") - base
 
 clone = LocalCAS(Path(workdir) / "b")
-reader = RemoteStore(RemoteConfig(url, storage_options=options))
+reader = RemoteCache(RemoteConfig(url, storage_options=options))
 reader.missing_blobs(["0" * 32])
 base = reset_peak()
 t = time.perf_counter()
@@ -694,7 +694,7 @@ def test_importing_the_module_loads_no_fsspec():
         "bad = [m for m in sys.modules if m.split('.')[0] in ('fsspec', 'gcsfs', 's3fs', 'aiohttp', 'botocore')]\n"
         "assert not bad, bad\n"
         "import tempfile\n"
-        "s = r.RemoteStore(r.RemoteConfig('file://' + tempfile.mkdtemp()))\n"
+        "s = r.RemoteCache(r.RemoteConfig('file://' + tempfile.mkdtemp()))\n"
         "assert s.get_results(['0' * 32]) == {}\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('fsspec', 'gcsfs', 's3fs')]\n"
         "assert not bad, bad\n"
@@ -786,7 +786,7 @@ def test_an_oversized_record_is_read_only_up_to_the_limit(remote_of, tmp_path, m
 HUNG_MOUNT_SCRIPT = r"""
 import json, os, sys, threading, time
 from mbuild.stores.remote.backends import file as file_backend
-from mbuild.stores.remote import RemoteConfig, RemoteStore
+from mbuild.stores.remote import RemoteConfig, RemoteCache
 
 url, key = json.loads(sys.argv[1])
 stuck = threading.Event()
@@ -797,7 +797,7 @@ def read_on_a_hung_mount(path, sink):  # what a read(2) on a dead NFS server doe
 
 file_backend._copy_out = read_on_a_hung_mount
 warnings = []
-store = RemoteStore(RemoteConfig(url, timeout=1.0, max_failures=1), on_warning=warnings.append)
+store = RemoteCache(RemoteConfig(url, timeout=1.0, max_failures=1), on_warning=warnings.append)
 t = time.monotonic()
 print(json.dumps({"results": store.get_results([key]), "seconds": time.monotonic() - t, "stuck": stuck.is_set(),
                   "warnings": warnings, "available": store.available}), flush=True)
@@ -833,11 +833,11 @@ def _service_account(token_uri: str) -> dict:
 
 TOKEN_SCRIPT = r"""
 import json, sys, time
-from mbuild.stores.remote import RemoteConfig, RemoteStore
+from mbuild.stores.remote import RemoteConfig, RemoteCache
 
 url, options = json.loads(sys.argv[1])
 warnings = []
-store = RemoteStore(RemoteConfig(url, timeout=1.0, storage_options=options), on_warning=warnings.append)
+store = RemoteCache(RemoteConfig(url, timeout=1.0, storage_options=options), on_warning=warnings.append)
 t = time.monotonic()
 results = store.get_results(["0" * 32])
 first = time.monotonic() - t
@@ -879,7 +879,7 @@ def test_a_black_hole_opens_the_breaker_within_the_deadlines(kind, buckets, gcs_
     try:
         base = gcs_server.storage_options if kind == "gcs" else s3_options
         warnings: list[str] = []
-        store = RemoteStore(RemoteConfig(f"{buckets[kind]}/hole", timeout=1.0, max_failures=3, storage_options={**base, "endpoint_url": hole.endpoint}), on_warning=warnings.append)
+        store = RemoteCache(RemoteConfig(f"{buckets[kind]}/hole", timeout=1.0, max_failures=3, storage_options={**base, "endpoint_url": hole.endpoint}), on_warning=warnings.append)
         cas = new_cas(tmp_path)
         result = make_result(cas, n=1, seed="hole")
         started = time.monotonic()
@@ -971,13 +971,13 @@ def test_health_shared_through_the_local_database(remote_of, tmp_path):
     try:
         config = RemoteConfig(url, timeout=1.0, max_failures=2, storage_options={"endpoint_url": hole.endpoint, "token": "anon"})
         one_warnings, two_warnings = [], []
-        one = RemoteStore(config, on_warning=one_warnings.append, health=db.remote_health(url, "build-1"))
-        two = RemoteStore(config, on_warning=two_warnings.append, health=db.remote_health(url, "build-1"))
+        one = RemoteCache(config, on_warning=one_warnings.append, health=db.remote_health(url, "build-1"))
+        two = RemoteCache(config, on_warning=two_warnings.append, health=db.remote_health(url, "build-1"))
         assert one.get_results([key()]) == {} and one.available  # one failure
         assert two.get_results([key()]) == {} and not two.available  # the second, in the other store: open
         assert not one.available and one.stats.requests == 1
         assert len(two_warnings) == 1 and len(one_warnings) == 1  # (each process reports it; the driver shows one)
-        later = RemoteStore(config, health=db.remote_health(url, "build-2"))
+        later = RemoteCache(config, health=db.remote_health(url, "build-2"))
         assert later.available
     finally:
         hole.close()

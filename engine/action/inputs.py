@@ -17,7 +17,7 @@ from mbuild.stores.cas import LocalCAS
 from mbuild.stores.localdb import LocalDB
 
 if TYPE_CHECKING:
-    from mbuild.stores.remote import RemoteStore
+    from mbuild.stores.remote import RemoteCache
 
 
 class InputGone(Exception):
@@ -25,7 +25,7 @@ class InputGone(Exception):
         self.label, self.reason = label, reason
 
 
-def stage_inputs(spec: ActionSpec, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, root: Path) -> tuple[dict[str, Path], int, InputGuard]:
+def stage_inputs(spec: ActionSpec, cas: LocalCAS, db: LocalDB, remote: RemoteCache | None, root: Path) -> tuple[dict[str, Path], int, InputGuard]:
     """(local paths for every input, bytes fetched, the guard that sees whether they changed):
     source files in place, output trees from the tree cache (checked), fetched from the remote
     cache when they are not here."""

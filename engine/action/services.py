@@ -23,7 +23,7 @@ from mbuild.stores.cas import LocalCAS
 from mbuild.stores.localdb import LocalDB
 
 if TYPE_CHECKING:  # the remote store (and asyncio) load only when a remote cache is configured
-    from mbuild.stores.remote import RemoteStore
+    from mbuild.stores.remote import RemoteCache
 
 
 class Services:
@@ -32,7 +32,7 @@ class Services:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._stores: dict[str, tuple[LocalCAS, LocalDB]] = {}
-        self._remotes: dict[str, tuple[str, RemoteStore]] = {}  # remote config -> (build, its client)
+        self._remotes: dict[str, tuple[str, RemoteCache]] = {}  # remote config -> (build, its client)
         self._leases: dict[tuple, tuple[str, LeaseStore]] = {}  # -> (build, store)
         self._scratch: dict[tuple[str, int], Scratch] = {}
         self._warnings: list[str] = []  # from remote-cache clients, handed to the driver with outcomes
@@ -48,7 +48,7 @@ class Services:
                     stores = self._stores[cache_dir] = (LocalCAS(root), LocalDB(root / "db"))
         return stores
 
-    def remote(self, config: ExecConfig) -> RemoteStore | None:
+    def remote(self, config: ExecConfig) -> RemoteCache | None:
         """The client of the remote cache (one per configuration, made anew for each build), or None.
         With a build id, its breaker, refused uploads and corrupt objects are shared with the build's
         other processes through the local cache's database."""
@@ -57,13 +57,13 @@ class Services:
         key = repr(config.remote)
         found = self._remotes.get(key)
         if found is None or found[0] != config.build:
-            from mbuild.stores.remote import RemoteStore
+            from mbuild.stores.remote import RemoteCache
 
             with self._lock:
                 found = self._remotes.get(key)
                 if found is None or found[0] != config.build:
                     health = self.stores(config.cache_dir)[1].remote_health(config.remote.url, config.build) if config.build else None
-                    client = RemoteStore(config.remote, on_warning=self._warnings.append, on_progress=TransferProgress(), health=health)
+                    client = RemoteCache(config.remote, on_warning=self._warnings.append, on_progress=TransferProgress(), health=health)
                     found = self._remotes[key] = (config.build, client)
         return found[1]
 

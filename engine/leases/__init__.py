@@ -8,9 +8,9 @@ protocol, its guarantees and its limits are in docs/leases.md.
 from mbuild.leases.heartbeat import Heartbeat
 from mbuild.leases.holders import Holder, LeaseLost
 from mbuild.leases.lease import DEFAULT_RENEW, DEFAULT_TTL, LEASE_LOST_EXIT_CODE, Lease, LeaseStore, default_margin, open_leases
-from mbuild.leases.objects import CasObject, Conflict, LmdbObject, cas_object
+from mbuild.leases.objects import SwapObject, Conflict, LmdbObject, swap_object
 
 __all__ = [
-    "DEFAULT_RENEW", "DEFAULT_TTL", "LEASE_LOST_EXIT_CODE", "CasObject", "Conflict", "Heartbeat", "Holder", "Lease",
-    "LeaseLost", "LeaseStore", "LmdbObject", "cas_object", "default_margin", "open_leases",
+    "DEFAULT_RENEW", "DEFAULT_TTL", "LEASE_LOST_EXIT_CODE", "SwapObject", "Conflict", "Heartbeat", "Holder", "Lease",
+    "LeaseLost", "LeaseStore", "LmdbObject", "swap_object", "default_margin", "open_leases",
 ]

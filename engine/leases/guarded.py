@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from mbuild.leases.objects import Conflict
 
 if TYPE_CHECKING:
-    from mbuild.stores.remote import RemoteStore
+    from mbuild.stores.remote import RemoteCache
 
 
 class RemoteLeaseError(Exception):
@@ -20,7 +20,7 @@ class GuardedLease:
     whose outcomes count for the remote's breaker (shared by the build's processes): renewals and
     releases of leases taken before an outage fail at once instead of waiting out a deadline each."""
 
-    def __init__(self, obj, remote: RemoteStore):
+    def __init__(self, obj, remote: RemoteCache):
         self.obj, self.remote, self.where = obj, remote, obj.where
 
     def read(self):

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mbuild.leases.holders import MACHINE, HOST, USER, Holder, LeaseLost, clock, holder_is_dead_here, own_start
-from mbuild.leases.objects import CasObject, Conflict, objects_at
+from mbuild.leases.objects import SwapObject, Conflict, objects_at
 
 log = logging.getLogger("mbuild.leases")
 
@@ -62,7 +62,7 @@ LEASE_LOST_EXIT_CODE = 75
 _KEY_RE = re.compile(r"^[A-Za-z0-9._=+@-]+(/[A-Za-z0-9._=+@-]+)*$")
 
 
-def _write_resolving(obj: CasObject, data: bytes, expected: str | None, rev: str) -> str:
+def _write_resolving(obj: SwapObject, data: bytes, expected: str | None, rev: str) -> str:
     """CAS write; if it reports a conflict but the stored body is ours (a retried request whose
     first attempt had landed), it succeeded."""
     try:
@@ -114,7 +114,7 @@ class Lease:
     "user", "proc": {"boot", "pidns", "start"}, "since", "renewed", "expires", "ttl", "note"}.
     """
 
-    def __init__(self, obj: CasObject, key: str, *, ttl: float, margin: float, note: str = "", pid_check: bool = True):
+    def __init__(self, obj: SwapObject, key: str, *, ttl: float, margin: float, note: str = "", pid_check: bool = True):
         if not ttl > 0 or not 0 <= margin < ttl:
             raise ValueError(f"lease ttl must be > 0 and 0 <= margin < ttl (ttl={ttl}, margin={margin})")
         self.obj, self.key, self.ttl, self.margin, self.note, self.pid_check = obj, key, ttl, margin, note, pid_check
@@ -285,7 +285,7 @@ class Lease:
 class LeaseStore:
     """Leases on keys under one location: a local directory, gs://bucket/prefix or s3://bucket/prefix."""
 
-    def __init__(self, location: str, factory: Callable[[str], CasObject], *, ttl: float, margin: float, pid_check: bool):
+    def __init__(self, location: str, factory: Callable[[str], SwapObject], *, ttl: float, margin: float, pid_check: bool):
         self.location, self._factory = location, factory
         self.ttl, self.margin, self.pid_check = ttl, margin, pid_check
 
@@ -317,7 +317,7 @@ def open_leases(
     fs: Any = None,
     pid_check: bool = True,
     timeout: float | None = None,
-    guard: Callable[[CasObject], CasObject] | None = None,
+    guard: Callable[[SwapObject], SwapObject] | None = None,
 ) -> LeaseStore:
     """A lease store at `location`: a local path or file:// URL, gs://bucket/prefix, s3://bucket/prefix.
 

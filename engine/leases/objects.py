@@ -23,7 +23,7 @@ class Conflict(Exception):
 # compare-and-swap objects, one per backend
 
 
-class CasObject(Protocol):
+class SwapObject(Protocol):
     """A small object written only by compare-and-swap. `expected=None` means create-if-absent."""
 
     where: str
@@ -154,7 +154,7 @@ class S3Object:
             raise
 
 
-def cas_object(location: str | os.PathLike, *, storage_options: dict | None = None, fs: Any = None) -> CasObject:
+def swap_object(location: str | os.PathLike, *, storage_options: dict | None = None, fs: Any = None) -> SwapObject:
     """The compare-and-swap object at a path or URL (local, gs://, s3://): `write(data, None)` is
     create-if-absent, the final guard for publishing a marker or result exactly once."""
     from mbuild.stores.remote.config import parse_url
@@ -171,8 +171,8 @@ def cas_object(location: str | os.PathLike, *, storage_options: dict | None = No
     return _objects(where.scheme, where.bucket, parent, storage_options, fs, None)(name)
 
 
-def objects_at(location: str | os.PathLike, storage_options: dict | None, fs: Any, timeout: float | None = None) -> tuple[str, Callable[[str], CasObject]]:
-    """(normalised location, key -> CasObject) for a local path / file:// URL, gs:// or s3:// prefix."""
+def objects_at(location: str | os.PathLike, storage_options: dict | None, fs: Any, timeout: float | None = None) -> tuple[str, Callable[[str], SwapObject]]:
+    """(normalised location, key -> SwapObject) for a local path / file:// URL, gs:// or s3:// prefix."""
     from mbuild.stores.remote.config import parse_url
 
     where = parse_url(os.fspath(location), "location")
@@ -182,8 +182,8 @@ def objects_at(location: str | os.PathLike, storage_options: dict | None, fs: An
     return where.normalised, _objects(where.scheme, where.bucket, where.prefix, storage_options, fs, timeout)
 
 
-def _objects(scheme: str, bucket: str, prefix: str, storage_options: dict | None, fs: Any, timeout: float | None) -> Callable[[str], CasObject]:
-    """key -> the CasObject `prefix/key` in `bucket`, on `fs` (default: fsspec's for the options)."""
+def _objects(scheme: str, bucket: str, prefix: str, storage_options: dict | None, fs: Any, timeout: float | None) -> Callable[[str], SwapObject]:
+    """key -> the SwapObject `prefix/key` in `bucket`, on `fs` (default: fsspec's for the options)."""
 
     def name(key: str) -> str:
         return f"{prefix}/{key}" if prefix else key

@@ -18,7 +18,7 @@ from mbuild.stores.localdb import LocalDB
 from mbuild.stores.results import ActionResult
 
 if TYPE_CHECKING:
-    from mbuild.stores.remote import RemoteStore
+    from mbuild.stores.remote import RemoteCache
 
 OnCorrupt = Callable[[str, CacheCorruptError], None]
 
@@ -29,7 +29,7 @@ class Found:
     remote: bool = False  # found in the remote cache (and copied into the local one)
 
 
-def lookup(keys: Iterable[str], db: LocalDB, remote: RemoteStore | None = None, on_corrupt: OnCorrupt | None = None) -> dict[str, Found]:
+def lookup(keys: Iterable[str], db: LocalDB, remote: RemoteCache | None = None, on_corrupt: OnCorrupt | None = None) -> dict[str, Found]:
     """The valid results among `keys`: local first, then remote (with `remote`)."""
     found: dict[str, Found] = {}
     missing: list[str] = []
@@ -46,6 +46,6 @@ def lookup(keys: Iterable[str], db: LocalDB, remote: RemoteStore | None = None, 
     return found
 
 
-def lookup_one(key: str, db: LocalDB, remote: RemoteStore | None = None, on_corrupt: OnCorrupt | None = None) -> Found | None:
+def lookup_one(key: str, db: LocalDB, remote: RemoteCache | None = None, on_corrupt: OnCorrupt | None = None) -> Found | None:
     """lookup() for one key."""
     return lookup([key], db, remote, on_corrupt).get(key)

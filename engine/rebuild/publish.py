@@ -17,10 +17,10 @@ from mbuild.stores.cas import LocalCAS
 from mbuild.stores.localdb import LocalDB
 
 if TYPE_CHECKING:
-    from mbuild.stores.remote import RemoteStore
+    from mbuild.stores.remote import RemoteCache
 
 
-def publish(spec: ActionSpec, produced: Produced, cas: LocalCAS, db: LocalDB, remote: RemoteStore | None, heartbeat: Heartbeat) -> Ran:
+def publish(spec: ActionSpec, produced: Produced, cas: LocalCAS, db: LocalDB, remote: RemoteCache | None, heartbeat: Heartbeat) -> Ran:
     """Publish `produced` as the result of `spec` (LeaseLost, publishing nothing, if the lease is no
     longer ours)."""
     faults.point("writing-result")

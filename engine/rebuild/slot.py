@@ -12,11 +12,11 @@ from mbuild.stores.localdb import LocalDB
 from mbuild.stores.results import ActionResult
 
 if TYPE_CHECKING:
-    from mbuild.stores.remote import RemoteStore
+    from mbuild.stores.remote import RemoteCache
 
 
 class ActionSlot:
-    def __init__(self, spec: ActionSpec, db: LocalDB, leases: LeaseStore, remote: RemoteStore | None):
+    def __init__(self, spec: ActionSpec, db: LocalDB, leases: LeaseStore, remote: RemoteCache | None):
         self.spec, self.db, self.leases, self.remote = spec, db, leases, remote
         self.result: ActionResult | None = None  # the result `done` found
         self.remote_hit = False

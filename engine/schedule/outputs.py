@@ -25,13 +25,13 @@ from mbuild.stores.cas import LocalCAS
 
 if TYPE_CHECKING:
     from mbuild.stores.localdb import LocalDB
-    from mbuild.stores.remote import RemoteStore
+    from mbuild.stores.remote import RemoteCache
 from mbuild.model.workspace import BUILD_FILE, OUTPUTS_NOTE, Workspace, claim_directory
 
 
 class Materializer:
     def __init__(
-        self, workspace: Workspace, cas: LocalCAS, remote: RemoteStore | None = None, db: LocalDB | None = None,
+        self, workspace: Workspace, cas: LocalCAS, remote: RemoteCache | None = None, db: LocalDB | None = None,
         on_warning: Callable[[str], None] | None = None,
     ):
         self.ws = workspace

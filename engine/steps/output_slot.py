@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from mbuild.leases import DEFAULT_TTL, Conflict, Lease, cas_object, open_leases
+from mbuild.leases import DEFAULT_TTL, Conflict, Lease, swap_object, open_leases
 from mbuild.leases.objects import filesystem
 
 log = logging.getLogger("mbuild.steps.primitives")
@@ -139,7 +139,7 @@ class OutputSlot:
                 tmp.unlink()
         if self.proto in ("gs", "s3"):
             try:
-                cas_object(f"{self.proto}://{self._remote(name)}", fs=self.fs).write(data, None)
+                swap_object(f"{self.proto}://{self._remote(name)}", fs=self.fs).write(data, None)
                 return True
             except Conflict:
                 return False

@@ -33,7 +33,7 @@ from mbuild.stores.cas import LocalCAS
 
 if TYPE_CHECKING:
     from mbuild.stores.localdb import LocalDB
-    from mbuild.stores.remote import RemoteStore
+    from mbuild.stores.remote import RemoteCache
 
 # Entries changed this recently are hashed again rather than trusted by their stamp: a file system's
 # timestamps may be as coarse as a clock tick (or 2 s on some), so a same-tick change is invisible.
@@ -242,7 +242,7 @@ def materialize_tree(result: ActionResult, cas: LocalCAS, dest: Path) -> None:
 
 
 def ensure_from(
-    result: ActionResult, cas: LocalCAS, remote: RemoteStore | None, db: LocalDB | None = None, on_damage: Callable[[str], None] | None = None
+    result: ActionResult, cas: LocalCAS, remote: RemoteCache | None, db: LocalDB | None = None, on_damage: Callable[[str], None] | None = None
 ) -> tuple[Path, int]:
     """(the checked local tree of `result`, bytes fetched): blobs missing or corrupt locally come
     from the remote cache (verified before use); BlobUnavailableError if neither has them."""

@@ -8,7 +8,7 @@ Layout under the configured URL (the same key and digest format as the local cac
 The modules, one job each:
 
     config.py     RemoteConfig, and the one parser of remote URLs (also used by the lease objects)
-    store.py      RemoteStore: the policy (lookup, publish, fetch; healing corrupt objects)
+    store.py      RemoteCache: the policy (lookup, publish, fetch; healing corrupt objects)
     records.py    the action cache: result records created if absent, read bounded and checked
     transfers.py  blobs up and down, verified, within a memory budget, with progress
     existence.py  which blobs the remote lacks, in few requests
@@ -36,7 +36,7 @@ _EXPORTS = {
     "Progress": "transfers",
     "RemoteBlobsUnavailableError": "outcomes",
     "RemoteConfig": "config",
-    "RemoteStore": "store",
+    "RemoteCache": "store",
     "SharedHealth": "health",
     "TransferStats": "stats",
     "parse_record": "records",
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from mbuild.stores.remote.outcomes import RemoteBlobsUnavailableError
     from mbuild.stores.remote.records import parse_record
     from mbuild.stores.remote.stats import TransferStats
-    from mbuild.stores.remote.store import RemoteStore
+    from mbuild.stores.remote.store import RemoteCache
     from mbuild.stores.remote.transfers import Progress
 
 

@@ -1,4 +1,4 @@
-"""RemoteStore: the remote cache's policy, over one backend.
+"""RemoteCache: the remote cache's policy, over one backend.
 
 The remote is an accelerator, never a dependency, and it is not trusted blindly. `lookup` counts a
 result as a hit only once every blob it names is confirmed present; `publish` uploads every blob a
@@ -41,7 +41,7 @@ from mbuild.stores.remote.transfers import Budget, Progress
 from mbuild.stores.results import ActionResult
 
 
-class RemoteStore:
+class RemoteCache:
     """The remote action cache and CAS. Thread-safe; every method returns without raising on network failure."""
 
     def __init__(
@@ -273,7 +273,7 @@ class RemoteStore:
             return unavailable
         loop = link.backend.loop
         if running_loop() is loop:
-            raise RuntimeError("RemoteStore methods are blocking; do not call them from its event loop")
+            raise RuntimeError("RemoteCache methods are blocking; do not call them from its event loop")
         future = asyncio.run_coroutine_threadsafe(work(link), loop)
         timeout = self.config.timeout
         try:
