@@ -61,4 +61,7 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = [  # the keys of _EXPORTS, spelled out for static tools
+    "ProcessHealth", "Progress", "RemoteBlobsUnavailableError", "RemoteCache", "RemoteConfig", "SharedHealth",
+    "TransferStats", "parse_record",
+]
