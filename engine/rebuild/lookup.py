@@ -33,14 +33,14 @@ def lookup(keys: Iterable[str], db: LocalDB, remote: RemoteCache | None = None, 
     """The valid results among `keys`: local first, then remote (with `remote`)."""
     found: dict[str, Found] = {}
     missing: list[str] = []
-    for key in keys:
+    for key in dict.fromkeys(keys):
         result = db.valid_result(key, on_corrupt)
         if result is not None:
             found[key] = Found(result)
-        elif key not in found:
+        else:
             missing.append(key)
     if missing and remote is not None:
-        for key, result in remote.lookup(list(dict.fromkeys(missing))).items():
+        for key, result in remote.lookup(missing).items():
             db.put_result(key, result)
             found[key] = Found(result, remote=True)
     return found

@@ -64,24 +64,21 @@ def ignored(ws: Workspace, events: Path | None) -> tuple[str, ...]:
     return (os.path.join(str(ws.cache_dir), ""), os.path.join(str(ws.outputs_dir), ""), *_VOLATILE, *extra)
 
 
-def _stamp(path: str, now_ns: int) -> list[int] | None:
-    """[ino, size, mtime, ctime] of `path` ([] when it does not exist); None when it changed within
-    the racy window (its stamp cannot vouch for it)."""
+def _stamp_of(path: str) -> list[int]:
+    """[ino, size, mtime, ctime] of `path`, or [] when it does not exist."""
     try:
         st = os.stat(path)
     except OSError:
         return []
-    if st.st_ctime_ns > now_ns - _RACY_NS or st.st_mtime_ns > now_ns - _RACY_NS:
-        return None
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _same(path: str, stamp: list[int]) -> bool:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return not stamp
-    return stamp == [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+def _stamp(path: str, now_ns: int) -> list[int] | None:
+    """_stamp_of(path), or None when it changed within the racy window (it cannot vouch for it)."""
+    stamp = _stamp_of(path)
+    if stamp and max(stamp[2], stamp[3]) > now_ns - _RACY_NS:
+        return None
+    return stamp
 
 
 def engine_stamp() -> str:
@@ -91,8 +88,7 @@ def engine_stamp() -> str:
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
         for name in sorted(filenames):
             if name.endswith(".py"):
-                st = os.stat(os.path.join(dirpath, name))
-                parts.append([name, st.st_size, st.st_mtime_ns])
+                parts.append([name, *_stamp_of(os.path.join(dirpath, name))])
     return digest_bytes(orjson.dumps(parts))
 
 
@@ -157,11 +153,8 @@ def answer(db: LocalDB, key: str, events: Path | None, started: float) -> BuildR
         memo = orjson.loads(data)
         if memo.get("format") != FORMAT or memo["engine"] != engine_stamp():
             return None
-        for path, *stamp in memo["files"]:
-            if not _same(path, stamp):
-                return None
-        for path, *stamp in memo["dirs"]:
-            if not _same(path, stamp):
+        for path, *stamp in (*memo["files"], *memo["dirs"]):
+            if _stamp_of(path) != stamp:
                 return None
         for name, value in memo["env"].items():
             if os.environ.get(name) != value:

@@ -23,7 +23,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from mbuild.digests import digest_file
@@ -105,14 +105,7 @@ def check(path: Path, result: ActionResult, db: LocalDB | None) -> bool:
 
 def stamps(root: str, result: ActionResult) -> list[int] | None:
     """One lstat per entry of the tree, flattened (None if any entry is missing)."""
-    out: list[int] = []
-    try:
-        for rel in _entries(result):
-            st = os.lstat(f"{root}/{rel}" if rel else root)
-            out += (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
-    except OSError:
-        return None
-    return out
+    return entry_stamps(root, _entries(result))
 
 
 def racy(stamps: list[int], now_ns: int | None = None) -> bool:
@@ -202,7 +195,7 @@ def entries(result: ActionResult) -> list[str]:
     return list(_entries(result))
 
 
-def entry_stamps(root: str, names: list[str]) -> list[int] | None:
+def entry_stamps(root: str, names: Iterable[str]) -> list[int] | None:
     """stamps() for a list of entries (as entries() gave them)."""
     out: list[int] = []
     try:
