@@ -12,7 +12,8 @@ outcome from that report and from the job's state:
 - a report that another builder holds the action's lease, or a job that lost the lease while
   running (exit status LEASE_LOST_EXIT_CODE, no report): a `Busy`;
 - a job lost to the infrastructure (its task killed by a signal, its worker gone, the job killed
-  by somebody else; failures.py): submitted again under the same name, up to `retries` times.
+  by somebody else; failures.py): submitted again under a new name (`<name>-retry<n>`: Iris
+  keys work directories by job name), up to `retries` times.
 
 Job names derive from the action key and the cache (`job_name`). A driver that restarts in the
 middle of a build submits the same names. fray's `adopt_existing` then attaches to a job that is
@@ -246,6 +247,9 @@ class FrayExecutor:
     def _start(self, job: RemoteJob) -> None:
         if job.attempts > 0:
             self.stats["retried"] += 1
+            # A new name per retry: Iris keys a job's work directory by its name, and the lost
+            # attempt's clean-up would remove the files of a resubmission under the same one.
+            job.name = f"{job_name(job.spec.key, job.config, self.namespace)}-retry{job.attempts}"
         job.attempts += 1
         job.submitted_at = time.time()
         job.run_id = os.urandom(8).hex()
