@@ -176,3 +176,15 @@ def parse_pattern(text: str, package: str | None = None) -> TargetPattern:
         _check_path(text, pkg, "package", allow_empty=True)
         return TargetPattern(PatternKind.ALL, pkg)
     return TargetPattern(PatternKind.LABEL, pkg, parse_label(text))
+
+
+def absolute_pattern(word: str, offset: str) -> str:
+    """A pattern word made absolute: `:x` and `x` name targets of the package at `offset`;
+    `foo/...` and `foo:x` are below it. Absolute words (`//...`) are returned unchanged."""
+    if not word or word.startswith(("//", "@")):
+        return word
+    if word.startswith(":"):
+        return f"//{offset}{word}"
+    if ":" in word or word == "..." or word.endswith("/..."):
+        return f"//{offset}/{word}" if offset else f"//{word}"
+    return f"//{offset}:{word}"

@@ -9,7 +9,7 @@ from pathlib import Path
 from mbuild.errors import DiskFullError, MbuildError, disk_full
 from mbuild.events import Console
 from mbuild.model.graph import build_graph
-from mbuild.labels import Label, parse_pattern
+from mbuild.labels import Label, absolute_pattern, parse_pattern
 from mbuild.model.loader import Loader
 from mbuild.model.targets import SourceFile
 from mbuild.action.services import Services
@@ -27,6 +27,13 @@ def expand_patterns(loader: Loader, patterns: Sequence[str]) -> list[Label]:
         for label in loader.expand(parse_pattern(text)):
             labels.setdefault(label)
     return list(labels)
+
+
+def absolute_patterns(ws: Workspace, patterns: Sequence[str]) -> list[str]:
+    """`patterns` with the relative ones made absolute in the package of the current directory
+    (the way `mbuild query` reads them); unchanged when that directory is outside `ws`."""
+    offset = ws.package_at(Path.cwd())
+    return list(patterns) if offset is None else [absolute_pattern(p, offset) for p in patterns]
 
 
 def build(
@@ -48,9 +55,11 @@ def build(
 
     `remote`: a remote cache URL overriding [remote].url ("" for none); `remote_upload` overrides
     [remote].upload; `fray` overrides [fray].backend (where remote-tagged actions run);
-    `remote_jobs` overrides [fray].remote_jobs.
+    `remote_jobs` overrides [fray].remote_jobs. Relative patterns (`:name`, `name`, `:all`, `...`,
+    `sub/...`) are relative to the package of the current directory, as on the command line.
     """
     ws = workspace if isinstance(workspace, Workspace) else load_workspace(workspace)
+    patterns = absolute_patterns(ws, patterns)
     if isinstance(workspace, Workspace):
         check_directories(ws)
     if jobs is not None:

@@ -12,13 +12,10 @@ import click
 
 from mbuild.errors import MbuildError
 from mbuild.events import Console, quiet_storage_logs
+from mbuild.front.dispatch import NoSuchCommand, looks_like_pattern, with_command
 from mbuild.front.query.command import query
 from mbuild.schedule.status import State
 from mbuild.model.workspace import MARKER, is_mbuild_dir, load_workspace
-
-
-def _looks_like_pattern(arg: str) -> bool:
-    return arg.startswith("//") or arg.startswith(":") or arg.startswith("@")
 
 
 _MAX_OUTPUT_LINES = 20
@@ -29,13 +26,16 @@ class _Main(click.Group):
     """A group whose default command is `build` when the first word is a label."""
 
     def parse_args(self, ctx, args):
-        # `mbuild -j 4 //x` and `mbuild //x`: anything that is not a command or a group option builds.
-        if args and args[0] not in self.commands and args[0] not in _GROUP_OPTIONS and not args[0].startswith("-C"):
-            args = ["build", *args]
+        # `mbuild -j 4 //x` and `mbuild //x` build; `mbuild bulid //x` is no such command.
+        try:
+            args = with_command(args, self.commands, _GROUP_OPTIONS)
+        except NoSuchCommand as exc:
+            click.echo(str(exc), err=True)
+            ctx.exit(2)
         return super().parse_args(ctx, args)
 
     def resolve_command(self, ctx, args):
-        if args and args[0] not in self.commands and _looks_like_pattern(args[0]):
+        if args and args[0] not in self.commands and looks_like_pattern(args[0]):
             return "build", self.commands["build"], args
         return super().resolve_command(ctx, args)
 

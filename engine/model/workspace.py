@@ -121,6 +121,15 @@ class Workspace:
         path = Path(os.path.expanduser(setting))
         return path if path.is_absolute() else self.root / path
 
+    def package_at(self, directory: Path) -> str | None:
+        """The package path of `directory` (`""` at the root), what relative labels typed there
+        are relative to; None when `directory` is outside the workspace."""
+        try:
+            offset = directory.resolve().relative_to(self.root.resolve())
+        except ValueError:
+            return None
+        return "" if offset == Path(".") else offset.as_posix()
+
     def relpath(self, path: Path) -> str:
         """`path` relative to the root, for messages (absolute if outside)."""
         try:

@@ -50,9 +50,7 @@ def query(words: tuple[str, ...], output: str) -> None:
 
     gc.disable()  # loading makes many long-lived objects and no garbage cycles worth collecting
     ws = load_workspace()
-    cwd = Path.cwd().resolve()
-    offset = "" if cwd == ws.root else cwd.relative_to(ws.root).as_posix()
-    result = evaluate(command_line_query(words), Loader(ws), offset)
+    result = evaluate(command_line_query(words), Loader(ws), ws.package_at(Path.cwd()) or "")
     if not result.members:
         click.echo("Empty results", err=True)
     try:

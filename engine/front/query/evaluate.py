@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from mbuild.errors import did_you_mean
-from mbuild.labels import Label, parse_pattern
+from mbuild.labels import Label, absolute_pattern, parse_pattern
 from mbuild.model.loader import Loader
 from mbuild.model.targets import SourceFile, Target, iter_labels
 from mbuild.model.workspace import BUILD_FILE
@@ -39,18 +39,6 @@ def evaluate(query: str | Expr, loader: Loader, offset: str = "") -> QueryResult
     expr = parse(query) if isinstance(query, str) else query
     graph = QueryGraph(loader)
     return QueryResult(graph, _Evaluator(graph, offset).eval(expr, {}))
-
-
-def absolute_pattern(word: str, offset: str) -> str:
-    """A pattern word made absolute: `:x` and `x` name targets of the package at `offset`;
-    `foo/...` and `foo:x` are below it. Absolute words (`//...`) are returned unchanged."""
-    if word.startswith(("//", "@")):
-        return word
-    if word.startswith(":"):
-        return f"//{offset}{word}"
-    if ":" in word or word == "..." or word.endswith("/..."):
-        return f"//{offset}/{word}" if offset else f"//{word}"
-    return f"//{offset}:{word}"
 
 
 class _Evaluator:
