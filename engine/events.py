@@ -54,6 +54,8 @@ class Summary:
     failed: int = 0
     skipped: int = 0
     not_started: int = 0
+    early_cutoff: int = 0  # cache hits that a dependency's rerun to identical outputs left unchanged
+    cutoff_at: list[str] = field(default_factory=list)  # the reruns whose outputs were unchanged
     seconds: float = 0.0
     exit_code: int = 0
     failures: list[dict] = field(default_factory=list)
@@ -73,6 +75,7 @@ class Summary:
                 "failed": self.failed,
                 "skipped": self.skipped,
                 "not_started": self.not_started,
+                "early_cutoff": self.early_cutoff,
                 "seconds": round(self.seconds, 6),
                 "exit_code": self.exit_code,
             }

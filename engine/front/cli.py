@@ -141,6 +141,9 @@ def _print_summary(result, console: Console) -> None:
     if would:
         parts.append(f"{would} would run")
     console.error(f"{head}: {', '.join(parts)} in {s.seconds:.2f}s")
+    if s.early_cutoff:
+        stopped = ", ".join(s.cutoff_at[:3]) + (f" and {len(s.cutoff_at) - 3} more" if len(s.cutoff_at) > 3 else "")
+        console.error(f"  {s.early_cutoff} action{'s' if s.early_cutoff != 1 else ''} skipped by early cutoff: {stopped} reran to identical outputs")
     for label, st in result.failures:
         first, *rest = (st.error or "").splitlines() or [""]
         console.error(f"  FAILED {label}: {first}")

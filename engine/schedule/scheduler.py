@@ -478,7 +478,7 @@ class Scheduler:
         if self.remote is not None:
             _ = self.remote.available  # reading it reports an outage a worker found that nobody reported yet
             remote_requests = self.remote.stats.requests + self.worker_requests
-        result = summarize(self.graph.order, self.status, self.outputs, seconds, interrupted, remote_requests)
+        result = summarize(self.graph.order, self.status, self.outputs, seconds, interrupted, remote_requests, self.graph.deps)
         self.events.write(result.summary.record())
         self.events.close()
         return result

@@ -1,6 +1,9 @@
 """The end of a build: every target's final state counted into the Summary the console prints and
 the events file records, and the exit code (0 built, 1 a failure or something not built, 130
-interrupted)."""
+interrupted).
+
+Early cutoff is counted here, after the fact: a cache hit with a dependency that ran in this build
+(or that was itself cut off) would have run had that dependency's rerun changed its outputs."""
 
 from __future__ import annotations
 
@@ -15,8 +18,9 @@ from mbuild.schedule.status import BuildResult, NodeStatus, State
 
 def summarize(
     order: Sequence[Node], status: Sequence[NodeStatus], outputs: dict[Label, Path], seconds: float, interrupted: bool,
-    remote_requests: int | None,
+    remote_requests: int | None, deps: Sequence[Sequence[int]] | None = None,
 ) -> BuildResult:
+    """`deps[i]`: the indices in `order` of node i's direct dependencies (for early cutoff)."""
     summary = Summary(seconds=seconds)
     failures = []
     statuses = {}
@@ -50,4 +54,22 @@ def summarize(
     elif summary.failed or summary.skipped or summary.not_started:
         summary.exit_code = 1
     summary.failures = [{"label": str(lab), "error": st.error} for lab, st in failures]
+    if deps is not None:
+        summary.early_cutoff, summary.cutoff_at = early_cutoff(order, status, deps)
     return BuildResult(summary, statuses, outputs, failures, interrupted)
+
+
+def early_cutoff(order: Sequence[Node], status: Sequence[NodeStatus], deps: Sequence[Sequence[int]]) -> tuple[int, list[str]]:
+    """How many actions were cache hits only because a dependency that reran reproduced its
+    outputs, and the labels of those reruns (where the rebuild stopped). `order` is topological."""
+    ran = [st.state is State.RAN for st in status]
+    cut = [False] * len(order)
+    stopped_at: dict[int, None] = {}
+    for i, (node, st) in enumerate(zip(order, status)):
+        if st.state is not State.HIT or not isinstance(node, Target):
+            continue
+        reran = [d for d in deps[i] if ran[d]]
+        if reran or any(cut[d] for d in deps[i]):
+            cut[i] = True
+            stopped_at.update(dict.fromkeys(reran))
+    return sum(cut), [str(order[d].label) for d in stopped_at]
