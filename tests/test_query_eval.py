@@ -226,6 +226,12 @@ class Reference:
             case Call("same_pkg_direct_rdeps", (x,)):
                 xs = ev(x)
                 return {t for t in spec.targets if any(package_of(t) == package_of(v) and v in spec.edges(t) for v in xs)}
+            case Call("visible", (p, x)):
+                ev(p)
+                return ev(x)
+            case Call("some", (x, *count)):
+                xs = ev(x)  # the engine's "arbitrary" member: the first in label order
+                return set(sorted(xs, key=lambda v: tuple(v[2:].split(":")))[: count[0] if count else 1])
         raise AssertionError(f"no reference for {expr}")
 
 
@@ -258,6 +264,9 @@ def _expressions(*leaves):
             st.tuples(st.sampled_from(["deps", "srcs", "main", "named"]), x).map(lambda t: Call("labels", t)),
             x.map(lambda e: Call("siblings", (e,))),
             x.map(lambda e: Call("same_pkg_direct_rdeps", (e,))),
+            st.tuples(x, x).map(lambda t: Call("visible", t)),
+            # some() of an empty set is an error: give it a set that is never empty
+            st.tuples(x, st.integers(1, 3)).map(lambda t: Call("some", (BinOp(Op.UNION, t[0], Word("//...")), t[1]))),
         )
 
     return st.recursive(st.one_of(words.map(Word), st.lists(words, max_size=3).map(lambda ws: SetOf(tuple(ws))), *leaves), extend, max_leaves=6)
@@ -273,7 +282,7 @@ def bind(expr, spec: Spec):
     words = spec.labels + ["//..."] + [f"//{p}:all" for p in packages] + [f"//{p}/..." for p in packages]
 
     def word(text: str) -> str:
-        return words[int(text[1:]) % len(words)]
+        return words[int(text[1:]) % len(words)] if text.startswith("#") else text
 
     match expr:
         case Word(text):
@@ -303,6 +312,11 @@ def test_every_function_agrees_with_the_reference(root, data):
     members = ref.eval(expr)
     expected = {f"//{package_of(v)}:BUILD.py" for v in members} | ({f"//:{RULES_MODULE}.py"} if members else set())
     assert run(loader, Call("buildfiles", (expr,))) == expected
+    # loadfiles: the modules alone; rbuildfiles: the BUILD files that are, or import, those paths.
+    assert run(loader, Call("loadfiles", (expr,))) == ({f"//:{RULES_MODULE}.py"} if members else set())
+    every_build_file = {f"//{p}:BUILD.py" for p in {package_of(v) for v in spec.labels}}
+    assert run(loader, Call("rbuildfiles", (f"{RULES_MODULE}.py",))) == every_build_file
+    assert run(loader, Call("rbuildfiles", ("a/BUILD.py", "c/BUILD.py", "nonesuch.py"))) == every_build_file & {"//a:BUILD.py", "//c:BUILD.py"}
 
 
 @FAST

@@ -137,6 +137,7 @@ def _call(children):
     def args_for(item):
         name, signature = item
         kinds = [kind for _, kind in signature.params]
+        kinds += kinds[-1:] * 3 if signature.variadic else []  # rbuildfiles(a, b, c, d)
         strategies = {Arg.EXPR: children, Arg.WORD: words, Arg.INT: st.integers(0, 10_000)}
         return st.integers(signature.required, len(kinds)).flatmap(
             lambda n: st.tuples(*(strategies[k] for k in kinds[:n])).map(lambda args: Call(name, args))

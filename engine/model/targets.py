@@ -29,17 +29,26 @@ class Location:
     frame's line number walks the code's line table from its start, so a BUILD file of n rule
     calls would load in O(n²)."""
 
-    __slots__ = ("file", "_code", "_offset", "_line")
+    __slots__ = ("file", "_code", "_offset", "_line", "_column")
 
     def __init__(self, file: str, line: int = 0, code: CodeType | None = None, offset: int = -1):
-        self.file, self._line, self._code, self._offset = file, line, code, offset
+        self.file, self._line, self._code, self._offset, self._column = file, line, code, offset, 0
 
     @property
     def line(self) -> int:
         if not self._line and self._code is not None:
             self._line = next((n for start, end, n in self._code.co_lines() if start <= self._offset < end and n), 0)
+            positions = list(self._code.co_positions())  # one per 2-byte code unit
+            if 0 <= self._offset // 2 < len(positions):
+                self._column = (positions[self._offset // 2][2] or 0) + 1
             self._code = None
         return self._line
+
+    @property
+    def column(self) -> int:
+        """The 1-based column where the rule call starts (1 when not known), as Bazel's locations give it."""
+        _ = self.line
+        return self._column or 1
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"

@@ -9,4 +9,4 @@ Submodules are imported on use: registering the command must not slow other comm
 """
 
 # The `--output` formats, here so that the command can list them without importing the machinery.
-FORMATS = ("label", "label_kind", "package", "json", "graph", "minrank", "maxrank", "tree")
+FORMATS = ("label", "label_kind", "package", "json", "graph", "minrank", "maxrank", "tree", "location", "build")

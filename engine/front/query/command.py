@@ -20,12 +20,19 @@ if TYPE_CHECKING:
     from mbuild.front.query.syntax import Expr
 
 _SHORTHANDS = {"deps": 1, "rdeps": 1, "path": 2}
+ORDERS = ("no", "deps", "auto", "full")  # Bazel's --order_output values
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("words", nargs=-1, required=True, metavar="EXPRESSION...")
 @click.option("--output", type=click.Choice(FORMATS), default="label", show_default=True, help="How to print the result.")
-def query(words: tuple[str, ...], output: str) -> None:
+@click.option("--order_output", "--order-output", "order_output", type=click.Choice(ORDERS), default="auto", show_default=True,
+              help="no: labels sorted by name; deps, auto, full: in dependency order (what the other formats always use).")
+@click.option("-k", "--keep_going", "--keep-going", "keep_going", is_flag=True,
+              help="Accepted for Bazel's sake: a query that meets an error still stops there with the error (exit 2).")
+@click.option("--noimplicit_deps", "--noimplicit-deps", "noimplicit_deps", is_flag=True,
+              help="Accepted for Bazel's sake: mbuild targets have no implicit dependencies, so nothing changes.")
+def query(words: tuple[str, ...], output: str, order_output: str, keep_going: bool, noimplicit_deps: bool) -> None:
     """Answer a question about the target graph, in Bazel's query language. Only BUILD files are
     loaded: nothing is built, run or read from the cache.
 
@@ -41,7 +48,8 @@ def query(words: tuple[str, ...], output: str) -> None:
       mbuild query path X Y      somepath(X, Y)
 
     Formats: label (default; each target before what it depends on), label_kind, package, json,
-    graph (GraphViz dot), minrank, maxrank, tree. See BUILD.md (Query) for the language.
+    graph (GraphViz dot), minrank, maxrank, tree, location (file:line:col: kind label), build (the
+    declaration as a BUILD file would hold it). See BUILD.md (Query) for the language.
     """
     from mbuild.model.loader import Loader
     from mbuild.model.workspace import load_workspace
@@ -54,7 +62,7 @@ def query(words: tuple[str, ...], output: str) -> None:
     if not result.members:
         click.echo("Empty results", err=True)
     try:
-        sys.stdout.write(render(result, output))
+        sys.stdout.write(render(result, output, ordered=order_output != "no"))
         sys.stdout.flush()
     except BrokenPipeError:  # the reader (`| head`) has gone; that is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

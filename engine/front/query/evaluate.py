@@ -19,7 +19,7 @@ from mbuild.model.workspace import BUILD_FILE
 from mbuild.front.query.attributes import attr_string, attributes, kind_of
 from mbuild.front.query.errors import QueryError
 from mbuild.front.query.reach import QueryGraph, reach, reverse, shortest_path
-from mbuild.front.query.imports import imported_files
+from mbuild.front.query.imports import import_closure
 from mbuild.front.query.parser import parse
 from mbuild.front.query.syntax import BinOp, Call, Expr, Let, Op, SetOf, Var, Word
 
@@ -125,14 +125,40 @@ class _Evaluator:
         return found
 
     def f_buildfiles(self, x: Members) -> set[int]:
+        packages = {self.graph.nodes[i].label.package for i in x}
+        return {self.graph.id_of(Label(name, BUILD_FILE)) for name in packages} | self.f_loadfiles(x)
+
+    def f_loadfiles(self, x: Members) -> set[int]:
         found = set()
         for name in {self.graph.nodes[i].label.package for i in x}:
-            package = self.loader.package(name)
-            found.add(self.graph.id_of(Label(name, BUILD_FILE)))
-            for path in imported_files(package.build_file, self.loader.root):
-                directory, _, file = path.rpartition("/")
-                found.add(self.graph.add(SourceFile(Label(directory, file))))
+            for path in import_closure(self.loader.package(name).build_file, self.loader.root):
+                found.add(self.graph.add(_module_file(path)))
         return found
+
+    def f_rbuildfiles(self, *paths: str) -> set[int]:
+        """The BUILD files (of every package in the workspace) that are, or import, one of `paths`."""
+        wanted, root, memo = {path.strip("/") for path in paths}, self.loader.root, {}
+        found = set()
+        for name in self.loader.all_package_names():
+            own = f"{name}/{BUILD_FILE}" if name else BUILD_FILE
+            try:
+                hit = own in wanted or not wanted.isdisjoint(import_closure(root / own, root, memo))
+            except SyntaxError as exc:
+                raise QueryError(f"rbuildfiles(): {own}:{exc.lineno}: {exc.msg}") from None
+            if hit:
+                found.add(self.graph.add(SourceFile(Label(name, BUILD_FILE))))
+        return found
+
+    def f_some(self, x: Members, count: int = 1) -> list[int]:
+        if not x:
+            raise QueryError("some(): argument set is empty")
+        if count < 1:
+            raise QueryError(f"some(): count must be at least 1, got {count}")
+        nodes = self.graph.nodes
+        return sorted(x, key=lambda i: nodes[i].label)[:count]  # "arbitrary": the first by label, every time
+
+    def f_visible(self, predicate: Members, x: Members) -> Members:
+        return x  # mbuild has no visibility: every target is visible to every other
 
     def f_siblings(self, x: Members) -> set[int]:
         found = set(x)
@@ -149,6 +175,12 @@ class _Evaluator:
         for name, labels in by_package.items():
             found.update(self.graph.add(t) for t in self.loader.package(name).targets.values() if not labels.isdisjoint(t.all_deps()))
         return found
+
+
+def _module_file(path: str) -> SourceFile:
+    """A workspace module as a source file, named as Bazel names `.bzl` files: `//rules:core.py`."""
+    directory, _, file = path.rpartition("/")
+    return SourceFile(Label(directory, file))
 
 
 def _regex(function: str, pattern: str) -> re.Pattern:

@@ -11,12 +11,14 @@ import orjson
 
 from mbuild.model.targets import Target
 from mbuild.front.query.attributes import attributes, kind_of
+from mbuild.front.query.declaration import declaration, location_line
 from mbuild.front.query.evaluate import QueryResult
 
 
-def render(result: QueryResult, output: str) -> str:
-    """The text `--output <output>` prints for `result` (each line ending in a newline); a key of RENDERERS."""
-    lines = RENDERERS[output](result)
+def render(result: QueryResult, output: str, ordered: bool = True) -> str:
+    """The text `--output <output>` prints for `result` (each line ending in a newline); a key of
+    RENDERERS. `ordered=False` (`--order_output=no`) prints `label` output by label instead."""
+    lines = (_labels_unordered if output == "label" and not ordered else RENDERERS[output])(result)
     return "".join(f"{line}\n" for line in lines)
 
 
@@ -117,6 +119,21 @@ def _labels(result: QueryResult) -> list[str]:
     return [str(nodes[v].label) for v in dependency_order(result)]
 
 
+def _labels_unordered(result: QueryResult) -> list[str]:
+    """`--order_output=no`: by label, without working out the dependency order."""
+    return sorted(str(result.graph.nodes[v].label) for v in result.members)
+
+
+def _locations(result: QueryResult) -> list[str]:
+    nodes, root = result.graph.nodes, result.graph.loader.root
+    return [location_line(nodes[v], root) for v in dependency_order(result)]
+
+
+def _declarations(result: QueryResult) -> list[str]:
+    nodes, root = result.graph.nodes, result.graph.loader.root
+    return [line for v in dependency_order(result) for line in declaration(nodes[v], root)]
+
+
 def _label_kinds(result: QueryResult) -> list[str]:
     nodes = result.graph.nodes
     return [f"{kind_of(nodes[v])} {nodes[v].label}" for v in dependency_order(result)]
@@ -214,4 +231,6 @@ RENDERERS = {  # one per name in query.FORMATS
     "minrank": _ranked(longest=False),
     "maxrank": _ranked(longest=True),
     "tree": _tree,
+    "location": _locations,
+    "build": _declarations,
 }

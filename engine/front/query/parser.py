@@ -118,6 +118,9 @@ class _Parser:
                 if i:
                     self.advance()
                 args.append(self.argument(name, param, kind))
+            while signature.variadic and self.token.kind == ",":
+                self.advance()
+                args.append(self.argument(name, *signature.params[-1]))
             if self.token.kind == ",":
                 raise ArityError(self.text, self.token.column, name, usage, expected, len(args) + self.count_extra_arguments())
         if len(args) < signature.required:

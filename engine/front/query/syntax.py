@@ -79,20 +79,25 @@ class Arg(Enum):
 
 @dataclass(frozen=True)
 class Signature:
-    """A function's parameters (name and kind, in order); the first `required` are mandatory."""
+    """A function's parameters (name and kind, in order); the first `required` are mandatory.
+    A `variadic` function takes its last parameter any number of times (at least once)."""
 
     params: tuple[tuple[str, Arg], ...]
     required: int
+    variadic: bool = False
 
     def usage(self, name: str) -> str:
-        """`rdeps(universe, x[, depth])`."""
+        """`rdeps(universe, x[, depth])`, `rbuildfiles(path, ...)`."""
         names = [p for p, _ in self.params]
         optional = "".join(f"[, {p}]" for p in names[self.required :])
-        return f"{name}({', '.join(names[: self.required])}{optional})"
+        more = ", ..." if self.variadic else ""
+        return f"{name}({', '.join(names[: self.required])}{optional}{more})"
 
     def expected(self) -> str:
         """`2 or 3 arguments`."""
         most = len(self.params)
+        if self.variadic:
+            return f"{self.required} or more arguments"
         count = str(most) if most == self.required else f"{self.required} or {most}"
         return f"{count} argument{'s' if most > 1 else ''}"
 
@@ -111,6 +116,10 @@ FUNCTIONS: dict[str, Signature] = {
     "buildfiles": Signature((_X,), 1),
     "siblings": Signature((_X,), 1),
     "same_pkg_direct_rdeps": Signature((_X,), 1),
+    "some": Signature((_X, ("count", Arg.INT)), 1),
+    "visible": Signature((("predicate", Arg.EXPR), ("input", Arg.EXPR)), 2),
+    "loadfiles": Signature((_X,), 1),
+    "rbuildfiles": Signature((("path", Arg.WORD),), 1, variadic=True),
 }
 
 # A word needs no quotes when it is made of these characters and does not start with '-' or '*'
