@@ -11,6 +11,7 @@ from typing import Any
 from mbuild.errors import LabelError, RuleDefinitionError, did_you_mean
 from mbuild.labels import Label, parse_label
 from mbuild.model.attrs import Attr
+from mbuild.model.fieldtypes import FieldTypeError, check_value
 
 
 def check_str_list(value: Any, where: str, key: str) -> list[str]:
@@ -77,6 +78,10 @@ def check_config(value: Any, schema: Attr, where: str, key: str) -> Any:
     if kind == "value":
         if schema.type is not None and not (value is None and schema.default is None) and not isinstance(value, schema.type):
             fail(f"a {schema.type.__qualname__}")
+        try:
+            check_value(value, key)
+        except FieldTypeError as exc:
+            raise RuleDefinitionError(f"{where}: {exc}") from None
         return freeze_check(value)
     raise RuleDefinitionError(f"{where}: attribute {key!r} has unknown kind {kind!r}")
 
