@@ -62,6 +62,10 @@ def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat:
             failure = exc
         else:
             failure = None
+    if failure is not None and not heartbeat.held():
+        # fenced while it ran: a resumable action whose directory was handed on fails to find it;
+        # that is the lost lease, not the action's own failure (nothing is recorded)
+        raise LeaseLost(f"lease on {spec.label} lost while it ran ({type(failure).__name__}: {failure})")
     changed = guard.changed()
     if changed is not None:
         guard.drop_damaged(cas)
