@@ -2,12 +2,17 @@
 
     python bench/bench_resume.py                       # tiny + default sizes, kill at 70% (tiny preset)
     python bench/bench_resume.py --sizes tiny default small --kill-at 0.7 --checkpoint-every 20
+    python bench/bench_resume.py --engine --compile-cache --tiny-steps 1000   # through mbuild: build, SIGKILL, rebuild
 
 Part 1 times `save_progress` (fsynced, with digests) and `read_progress` on freshly initialised
 trees of each size, and one optimizer step (from train()'s own log), so the overhead per
 checkpoint_every steps can be read off. Part 2 runs train() in fresh processes, as the engine will:
 an uninterrupted run, a run SIGKILLed once its log reaches the kill step, and the resumed run;
-it checks the resumed outputs are byte-identical. The machine is shared and noisy: compare ratios.
+it checks the resumed outputs are byte-identical. With --engine, part 2 goes through mbuild instead:
+`mbuild build //experiments/tiny:train_llama` uninterrupted in one copy of the workspace; in
+another, a build whose process group is SIGKILLed once the progress checkpoint at the kill step
+exists in the action's working directory, then the rebuild (which resumes there). Times are of the
+whole `mbuild` command. The machine is shared and noisy: compare ratios.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -158,9 +164,74 @@ def kill_and_resume(model: LlamaConfig, cfg: TrainConfig, data: Path, root: Path
     }
 
 
+ENGINE_BUILD = """
+from dataclasses import replace
+from mllib.presets import TINY
+from rules.llm import llama_pipeline
+
+llama_pipeline(replace(TINY, train=replace(TINY.train, steps={steps}, warmup_steps={warmup}, checkpoint_every={every})), corpus="//experiments:data/shakespeare.txt.xz")
+"""
+TRAIN_LABEL = "//experiments/tiny:train_llama"
+
+
+def start_build(root: Path, label: str, compile_cache: Path | None) -> subprocess.Popen:
+    """`mbuild build label` in its own process group (its workers die with it)."""
+    env = dict(os.environ)
+    if compile_cache:
+        env |= {"JAX_COMPILATION_CACHE_DIR": str(compile_cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mbuild.front.cli", "build", "-q", label], cwd=root, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def timed_build(root: Path, label: str, compile_cache: Path | None) -> tuple[float, float]:
+    """Wall and CPU seconds of one successful build."""
+    t = time.perf_counter()
+    child = start_build(root, label, compile_cache)
+    cpu = reap(child)
+    if child.returncode != 0:
+        raise SystemExit(f"mbuild build {label} exited {child.returncode}: {child.stderr.read()[-2000:]}")
+    return time.perf_counter() - t, cpu
+
+
+def engine_kill_and_resume(cfg: TrainConfig, root: Path, kill_at: float, compile_cache: bool) -> dict:
+    """Through mbuild: an uninterrupted build of train_llama, a build SIGKILLed at kill_at, the rebuild."""
+    ws = root / "ws"
+    ws.mkdir(parents=True)
+    shutil.copy(REPO / "WORKSPACE.toml", ws)
+    for part in ("rules", "mllib", "experiments"):
+        shutil.copytree(REPO / part, ws / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (ws / "experiments/tiny/BUILD.py").write_text(ENGINE_BUILD.format(steps=cfg.steps, warmup=cfg.warmup_steps, every=cfg.checkpoint_every))
+    timed_build(ws, "//experiments/tiny:tokens", None)
+    plain = root / "plain"
+    shutil.copytree(ws, plain, symlinks=True)
+    plain_cache, work_cache = (root / "cache-plain", root / "cache-work") if compile_cache else (None, None)
+    plain_s, plain_cpu = timed_build(plain, TRAIN_LABEL, plain_cache)
+    kill_step = int(cfg.steps * kill_at) // cfg.checkpoint_every * cfg.checkpoint_every
+    t = time.perf_counter()
+    child = start_build(ws, TRAIN_LABEL, work_cache)
+    while not list(ws.glob(f".mbuild/cache/resume/*/e*-*/step-{kill_step:06d}")):
+        if child.poll() is not None:
+            raise SystemExit(f"the build exited {child.returncode} before checkpoint {kill_step}: {child.stderr.read()[-2000:]}")
+        time.sleep(0.01)
+    os.killpg(child.pid, signal.SIGKILL)
+    killed_cpu = reap(child)
+    killed = time.perf_counter() - t
+    resume_s, resume_cpu = timed_build(ws, TRAIN_LABEL, work_cache)
+    out = Path("mbuild-out/experiments/tiny/train_llama")
+    same = all((ws / out / f).read_bytes() == (plain / out / f).read_bytes() for f in ("checkpoint/params.npz", "metrics.jsonl"))
+    logs = "".join(p.read_text() for p in (ws / ".mbuild/cache/logs").glob("*.log"))
+    return {
+        "plain_s": plain_s, "killed_after_s": killed, "resume_s": resume_s, "ratio": resume_s / plain_s,
+        "plain_cpu": plain_cpu, "killed_cpu": killed_cpu, "resume_cpu": resume_cpu, "cpu_ratio": resume_cpu / plain_cpu,
+        "identical": same, "log": [line for line in logs.splitlines() if line.startswith("resuming")], "kill_step": kill_step,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=["tiny", "default"], choices=sorted(SIZES))
+    parser.add_argument("--sizes", nargs="*", default=["tiny", "default"], choices=sorted(SIZES))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30, help="steps timed per size in part 1")
     parser.add_argument("--kill-at", type=float, default=0.7)
@@ -168,6 +239,7 @@ def main() -> None:
     parser.add_argument("--tiny-steps", type=int, default=None, help="override the tiny preset's steps in part 2 (warmup: a tenth)")
     parser.add_argument("--skip-kill", action="store_true")
     parser.add_argument("--compile-cache", action="store_true", help="part 2 with JAX's persistent compilation cache")
+    parser.add_argument("--engine", action="store_true", help="part 2 through mbuild builds (SIGKILL of the builder's process group)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_resume_") as tmp:
         root = Path(tmp)
@@ -189,9 +261,13 @@ def main() -> None:
                 cfg = replace(cfg, checkpoint_every=args.checkpoint_every)
             if args.tiny_steps is not None:
                 cfg = replace(cfg, steps=args.tiny_steps, warmup_steps=args.tiny_steps // 10)
-            result = kill_and_resume(TINY.model, cfg, data, root / "kill", args.kill_at, args.compile_cache)
+            if args.engine:
+                result = engine_kill_and_resume(cfg, root / "engine", args.kill_at, args.compile_cache)
+                result["first_checkpoint_s"] = float("nan")
+            else:
+                result = kill_and_resume(TINY.model, cfg, data, root / "kill", args.kill_at, args.compile_cache)
             print(
-                f"tiny {cfg.steps} steps, kill at {args.kill_at:.0%} (checkpoint_every {cfg.checkpoint_every}, compile cache {args.compile_cache}): "
+                f"{'mbuild build' if args.engine else 'train()'} tiny {cfg.steps} steps, kill at {args.kill_at:.0%} (checkpoint_every {cfg.checkpoint_every}, compile cache {args.compile_cache}): "
                 f"uninterrupted {result['plain_s']:.1f}s, first checkpoint after {result['first_checkpoint_s']:.1f}s, killed after {result['killed_after_s']:.1f}s, resume {result['resume_s']:.1f}s = {result['ratio']:.0%} "
                 f"of uninterrupted; CPU {result['plain_cpu']:.1f}s / killed {result['killed_cpu']:.1f}s / resume {result['resume_cpu']:.1f}s "
                 f"= {result['cpu_ratio']:.0%}; identical outputs: {result['identical']}; {result['log']}"

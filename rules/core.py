@@ -30,12 +30,15 @@ GENRULE_PATH = "/usr/local/bin:/usr/bin:/bin"
     outputs=lambda config: config["outs"],
 )
 def py_function(ctx: ActionContext):
-    """Call `fn(config, inputs, out_dir)`; its return value (JSON) becomes the target's value."""
+    """Call `fn(config, inputs, out_dir)`; its return value (JSON) becomes the target's value.
+    With `resumable=True`: `fn(config, inputs, out_dir, work_dir=...)`, the directory kept across failed attempts."""
     fn = resolve_rule(ctx.attr.fn)
+    if ctx.work is not None:
+        return fn(ctx.attr.config, dict(ctx.inputs.inputs), ctx.out, work_dir=ctx.work)
     return fn(ctx.attr.config, dict(ctx.inputs.inputs), ctx.out)
 
 
-_MAKE_VAR = re.compile(r"\$\((location|locations|SRCS|OUTS|OUT_DIR)(?:\s+([^)]+))?\)")
+_MAKE_VAR = re.compile(r"\$\((location|locations|SRCS|OUTS|OUT_DIR|WORK_DIR)(?:\s+([^)]+))?\)")
 
 
 @rule(
@@ -62,6 +65,10 @@ def genrule(ctx: ActionContext):
             return " ".join(shlex.quote(str(p)) for p in outs)
         if name == "OUT_DIR":
             return shlex.quote(str(ctx.out))
+        if name == "WORK_DIR":
+            if ctx.work is None:
+                raise ValueError("$(WORK_DIR) needs resumable=True on the target")
+            return shlex.quote(str(ctx.work))
         paths = locations.get(arg)
         if paths is None:
             raise ValueError(f"$({name} {arg}): {arg!r} is not one of srcs (write it exactly as in srcs)")
@@ -79,6 +86,8 @@ def genrule(ctx: ActionContext):
             raise ValueError("$< needs exactly one source file")
         cmd = cmd.replace("$<", shlex.quote(str(srcs[0])))
     env = {"PATH": GENRULE_PATH, "HOME": str(ctx.tmp), "TMPDIR": str(ctx.tmp), "LANG": "C.UTF-8", "OUT_DIR": str(ctx.out)}
+    if ctx.work is not None:
+        env["WORK_DIR"] = str(ctx.work)
     env.update({k: v for k, v in ctx.env.items() if v is not None})
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", cmd], cwd=ctx.tmp, env=env)
     if proc.returncode != 0:

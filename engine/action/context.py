@@ -23,10 +23,15 @@ class ActionContext:
     - `values`: the same structure holding each dependency target's returned value (None for files)
     - `labels`: the same structure holding each dependency's label, as a string
     - `out`: the output directory (everything written here is an output); `tmp`: scratch space
+    - `work`: a resumable action's working directory, kept from a failed attempt to the next
+      (None unless the rule or target is `resumable`); never an output itself
     - `env`: declared environment variables (the only ones in the key)
     """
 
-    def __init__(self, attr: dict, inputs: dict, values: dict, labels: dict, out: Path, tmp: Path, env: dict, resources):
+    def __init__(
+        self, attr: dict, inputs: dict, values: dict, labels: dict, out: Path, tmp: Path, env: dict, resources,
+        work: Path | None = None,
+    ):
         self.attr = SimpleNamespace(**attr)
         self.inputs = SimpleNamespace(**inputs)
         self.values = SimpleNamespace(**values)
@@ -35,19 +40,20 @@ class ActionContext:
         self.tmp = tmp
         self.env = env
         self.resources = resources
+        self.work = work
 
     def log(self, message: str) -> None:
         print(message, flush=True)
 
 
-def invoke(spec: ActionSpec, paths: dict[str, Path], out: Path, tmp: Path) -> Any:
+def invoke(spec: ActionSpec, paths: dict[str, Path], out: Path, tmp: Path, work: Path | None = None) -> Any:
     impl = resolve_rule(spec.rule)
     inputs = {k: map_labels(as_labels(v), lambda lab: paths[str(lab)]) for k, v in spec.deps.items()}
     values = {
         k: map_labels(as_labels(v), lambda lab: r.value if (r := spec.inputs[str(lab)].result) else None)
         for k, v in spec.deps.items()
     }
-    ctx = ActionContext(spec.config, inputs, values, dict(spec.deps), out, tmp, dict(spec.env), spec.resources)
+    ctx = ActionContext(spec.config, inputs, values, dict(spec.deps), out, tmp, dict(spec.env), spec.resources, work)
     return json_value(impl(ctx), spec.label)
 
 

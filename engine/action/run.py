@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from mbuild import faults
-from mbuild.action import sandbox
+from mbuild.action import resume, sandbox
 from mbuild.action.context import invoke
 from mbuild.action.inputs import InputGone, stage_inputs
 from mbuild.action.logs import failure_line, keep_log, output_to, tail
@@ -49,7 +49,8 @@ def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat:
     protected = [str(paths[label]) for label in spec.inputs]
     with output_to(scratch.log, config.capture_output) as log, stop_on_loss(heartbeat, "interrupt" if config.in_process else "exit"), box.read_only(protected):
         try:
-            value = invoke(spec, paths, scratch.out, scratch.tmp)
+            work = claim_work(spec, cache, heartbeat) if spec.resumable else None
+            value = invoke(spec, paths, scratch.out, scratch.tmp, work)
             check_declared(spec.outputs, scratch.out)
         except LeaseLost:
             raise
@@ -61,6 +62,10 @@ def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat:
             failure = exc
         else:
             failure = None
+    if failure is not None and not heartbeat.held():
+        # fenced while it ran: a resumable action whose directory was handed on fails to find it;
+        # that is the lost lease, not the action's own failure (nothing is recorded)
+        raise LeaseLost(f"lease on {spec.label} lost while it ran ({type(failure).__name__}: {failure})")
     changed = guard.changed()
     if changed is not None:
         guard.drop_damaged(cas)
@@ -85,6 +90,15 @@ def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat:
         return failed(db, spec, str(exc), "", log_path or "")
     trees.adopt(scratch.out, result, cas)
     return Produced(result, log_path or "", bytes_down=fetched)
+
+
+def claim_work(spec: ActionSpec, cache: Path, heartbeat: Heartbeat) -> Path:
+    """Take the action's working directory under its lease (resume.py), saying in its log whether it resumes."""
+    heartbeat.check()
+    claimed = resume.claim(cache, spec.key, heartbeat.lease.epoch, heartbeat.lease.owner)
+    if claimed.resumed_from is not None:
+        print(f"mbuild: resuming {spec.label} in {claimed.path} (left by lease epoch {claimed.resumed_from})", flush=True)
+    return claimed.path
 
 
 def failed(db: LocalDB, spec: ActionSpec, error: str, detail: str, log: str) -> Failed:

@@ -38,6 +38,7 @@ class ActionSpec:
     env: dict[str, str | None]
     resources: Resources | None = None
     trust_cache: bool = True  # False: a cached result proved unusable; run it, whatever entries say
+    resumable: bool = False  # gets ctx.work, kept from a failed attempt to the next (action/resume.py)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 A rule pairs an implementation function with an attribute schema. Calling a rule inside a BUILD
 file declares a target in that file's package. Attributes are dependencies (labels) or
 configuration values; both go into the action key (dependencies by their output digests).
+A rule or target declared `resumable=True` gets a working directory that survives a failed attempt
+(action/resume.py); like resources, that is how it runs, not what it makes, so it is not in the key.
 """
 
 from __future__ import annotations
@@ -63,14 +65,15 @@ class Location:
         return hash((self.file, self.line))
 
 
-COMMON_ATTRS = ("name", "tags", "resources", "env")
+COMMON_ATTRS = ("name", "tags", "resources", "env", "resumable")
 
 
 class Rule:
     """An implementation function plus its attribute schema and declared outputs.
 
     `outputs` is a sequence of relative paths (a trailing '/' declares a directory) or a function
-    from the target's configuration to such a sequence.
+    from the target's configuration to such a sequence. `resumable`: its actions get `ctx.work`, a
+    working directory kept from one failed attempt to the next (a target may say otherwise).
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class Rule:
         env: Sequence[str] = (),
         doc: str | None = None,
         kind: str | None = None,
+        resumable: bool = False,
     ):
         module = getattr(impl, "__module__", None) or ""
         if module.startswith("BUILD:") or module == "__main__":
@@ -105,6 +109,9 @@ class Rule:
         self.version = str(version)
         self.resources = Resources.of(resources, f"rule {self.kind}")
         self.env = tuple(env)
+        if not isinstance(resumable, bool):
+            raise RuleDefinitionError(f"rule {impl.__qualname__!r}: resumable must be True or False, got {resumable!r}")
+        self.resumable = resumable
         self.doc = doc if doc is not None else (impl.__doc__ or "").strip()
         self.module = module
         self.identity = f"{module}:{impl.__qualname__}"
@@ -140,11 +147,15 @@ def rule(
     env: Sequence[str] = (),
     doc: str | None = None,
     kind: str | None = None,
+    resumable: bool = False,
 ):
     """Decorator making a rule from `impl(ctx) -> JSON-able value | None`."""
 
     def wrap(fn: Callable) -> Rule:
-        return Rule(fn, attrs=attrs or {}, outputs=outputs, version=version, resources=resources, env=env, doc=doc, kind=kind)
+        return Rule(
+            fn, attrs=attrs or {}, outputs=outputs, version=version, resources=resources, env=env, doc=doc, kind=kind,
+            resumable=resumable,
+        )
 
     return wrap(impl) if impl is not None else wrap
 
@@ -163,6 +174,7 @@ class Target:
     tags: tuple[str, ...]
     location: Location
     config_bytes: bytes = field(repr=False)  # canonical encoding of `config`
+    resumable: bool = False  # gets a working directory kept across failed attempts (not in the key)
 
     @property
     def runs_on_fray(self) -> bool:
@@ -244,6 +256,9 @@ def make_target(rule: Rule, package: str, name: Any, kwargs: dict[str, Any], loc
     tags = kwargs.pop("tags", ())
     resources = Resources.of(kwargs.pop("resources", None), where) or rule.resources
     env = rule.env + tuple(check_str_list(kwargs.pop("env", ()), where, "env"))
+    resumable = kwargs.pop("resumable", rule.resumable)
+    if not isinstance(resumable, bool):
+        raise RuleDefinitionError(f"{where}: attribute 'resumable' must be True or False, got {resumable!r}")
 
     config: dict[str, Any] = {}
     deps: dict[str, DepValue] = {}
@@ -280,6 +295,7 @@ def make_target(rule: Rule, package: str, name: Any, kwargs: dict[str, Any], loc
         tags=tuple(check_str_list(tags, where, "tags")),
         location=location,
         config_bytes=config_bytes,
+        resumable=resumable,
     )
 
 

@@ -9,7 +9,9 @@ at that moment. A lost lease stops the action (a worker process exits, status 75
 
 from __future__ import annotations
 
-from mbuild.action import sandbox
+from pathlib import Path
+
+from mbuild.action import resume, sandbox
 from mbuild.action.run import execute
 from mbuild.action.services import Services, process_services
 from mbuild.action.spec import ActionSpec, Busy, ExecConfig, Failed, Outcome, Produced, Ran
@@ -34,7 +36,12 @@ def run_action(spec: ActionSpec, config: ExecConfig, services: Services | None =
 
     def work(heartbeat: Heartbeat) -> Outcome:
         outcome = execute(spec, config, services, heartbeat, box)
-        return publish(spec, outcome, cas, db, remote, heartbeat) if isinstance(outcome, Produced) else outcome
+        if not isinstance(outcome, Produced):
+            return outcome  # a resumable action's working directory stays for the next attempt
+        ran = publish(spec, outcome, cas, db, remote, heartbeat)
+        if spec.resumable:
+            resume.discard(Path(config.cache_dir), spec.key)  # published: the working state has served
+        return ran
 
     try:
         try:

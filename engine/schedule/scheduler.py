@@ -450,6 +450,7 @@ class Scheduler:
             env=self.status[i].parts.env,
             resources=node.resources,
             trust_cache=not self.status[i].distrust,
+            resumable=node.resumable,
         )
 
     # --- explanations ----------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Rule: train a small Llama on token shards. Remote-tagged: it asks for resources."""
+"""Rule: train a small Llama on token shards. Remote-tagged (it asks for resources) and resumable: it
+saves a progress checkpoint in ctx.work every train.checkpoint_every steps, and a later attempt
+resumes from the newest complete one, to outputs byte-identical to an uninterrupted run."""
 
 from mbuild import ActionContext, attr, rule
 from mllib.config import LlamaConfig, TrainConfig
@@ -12,9 +14,13 @@ from mllib.config import LlamaConfig, TrainConfig
     },
     outputs=["checkpoint/", "metrics.jsonl"],
     resources={"cpu": 2, "ram": "4g", "disk": "2g"},
+    resumable=True,
 )
 def train_llama(ctx: ActionContext):
-    """Train with JAX + optax on the CPU; writes checkpoint/ (params.npz, config.json) and metrics.jsonl."""
+    """Train with JAX + optax on the CPU; writes checkpoint/ (params.npz, config.json) and metrics.jsonl.
+
+    Logs `resuming from step N` when it continues an earlier attempt (a target with resumable=False
+    has no ctx.work, and always starts from step 0)."""
     from mllib.train import train
 
-    return train(ctx.attr.model, ctx.attr.train, ctx.inputs.data, ctx.out, log=ctx.log)
+    return train(ctx.attr.model, ctx.attr.train, ctx.inputs.data, ctx.out, log=ctx.log, work_dir=ctx.work)
