@@ -15,15 +15,19 @@ from mbuild.schedule.status import BuildResult, NodeStatus, State
 
 def summarize(
     order: Sequence[Node], status: Sequence[NodeStatus], outputs: dict[Label, Path], seconds: float, interrupted: bool,
-    remote_requests: int | None,
+    remote_requests: int | None, untouched: Sequence[tuple[Label, str]] = (),
 ) -> BuildResult:
+    """`untouched`: targets outside the graph answered as hits (label, key), by an amending build."""
     summary = Summary(seconds=seconds)
     failures = []
-    statuses = {}
+    statuses = {label: NodeStatus(state=State.HIT, key=key) for label, key in untouched}
+    sources = {}
     for node, st in zip(order, status):
         if not isinstance(node, Target):
+            sources[node.label] = st.digest
             continue
         statuses[node.label] = st
+    for label, st in statuses.items():
         summary.actions += 1
         summary.bytes_up += st.bytes_up
         summary.bytes_down += st.bytes_down
@@ -38,7 +42,7 @@ def summarize(
                 summary.local_hits += 1
         elif st.state is State.FAILED:
             summary.failed += 1
-            failures.append((node.label, st))
+            failures.append((label, st))
         elif st.state is State.SKIPPED:
             summary.skipped += 1
         elif st.state is not State.WOULD_RUN:
@@ -50,4 +54,4 @@ def summarize(
     elif summary.failed or summary.skipped or summary.not_started:
         summary.exit_code = 1
     summary.failures = [{"label": str(lab), "error": st.error} for lab, st in failures]
-    return BuildResult(summary, statuses, outputs, failures, interrupted)
+    return BuildResult(summary, statuses, outputs, failures, interrupted, sources)
