@@ -97,7 +97,9 @@ def test_any_change_the_answer_depends_on_is_seen(noop_ws, change):
         ws.build_file("q", 'genrule(name="c", outs=["c.txt"], cmd="echo c > $@")\n')
     before = loads(ws)
     records, proc = build(ws, env=env)
-    assert loads(ws) == before + 1  # the ordinary way: the BUILD file was evaluated
+    # Only a source changed: the recorded graph is amended (schedule/amend.py), nothing is loaded;
+    # anything else: the ordinary way, the BUILD file is evaluated.
+    assert loads(ws) == before + (0 if change.startswith("source") else 1)
     expected = {
         "source-same-size": {"//p:a", "//p:b"},
         "source-mtime-set-back": {"//p:a", "//p:b"},

@@ -15,6 +15,7 @@ from mbuild.model.targets import SourceFile
 from mbuild.action.services import Services
 from mbuild.model.reads import Reads, recording
 from mbuild.schedule import noop
+from mbuild.schedule.amend import amend
 from mbuild.schedule.scheduler import Scheduler
 from mbuild.schedule.status import BuildOptions, BuildResult
 from mbuild.model.workspace import Workspace, check_directories, check_fray_backend, check_jobs, load_workspace
@@ -80,11 +81,13 @@ def build(
     )
     started = time.monotonic()
     services = Services()
-    request = noop.request_key(ws, patterns, options) if not dry_run else None
-    if request is not None and (ws.cache_dir / "db" / "data.mdb").is_file():
-        answer = noop.answer(services.stores(str(ws.cache_dir))[1], request, events, started)
-        if answer is not None:
-            return answer
+    request = noop.request_key(ws, patterns, options)
+    if (ws.cache_dir / "db" / "data.mdb").is_file():
+        memo = noop.check(services.stores(str(ws.cache_dir))[1], request)
+        if memo is not None:
+            found = amend(memo, ws, options, console, services, started)
+            if found is not None:
+                return found
     reads = Reads(ignore=noop.ignored(ws, events))
     try:
         with recording(reads):
@@ -98,8 +101,8 @@ def build(
             raise
         raise DiskFullError.of(exc, str(ws.cache_dir)) from None
     db = services.stores(str(ws.cache_dir))[1]
-    if request is not None and not db.read_only and not any(isinstance(graph.node(label), SourceFile) for label in requested):
-        noop.record(db, request, reads, ws, graph.order, result)
+    if not dry_run and not db.read_only and not any(isinstance(graph.node(label), SourceFile) for label in requested):
+        noop.record(db, request, reads, ws, graph, result)
     return result
 
 

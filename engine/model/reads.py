@@ -91,6 +91,17 @@ def recording(reads: Reads) -> Iterator[Reads]:
         _RECORDER.local.reads = previous
 
 
+@contextlib.contextmanager
+def unrecorded() -> Iterator[None]:
+    """Note nothing of what this thread opens until the block ends (inside recording())."""
+    previous = getattr(_RECORDER.local, "reads", None)
+    _RECORDER.local.reads = None
+    try:
+        yield
+    finally:
+        _RECORDER.local.reads = previous
+
+
 class _RecordingEnviron(MutableMapping):
     """os.environ as BUILD files see it: every name looked up is noted with the value it had."""
 

@@ -9,10 +9,11 @@ A rule or target declared `resumable=True` gets a working directory that survive
 
 from __future__ import annotations
 
+import bisect
 import contextvars
 import sys
 from types import CodeType
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,22 @@ class Location:
 
     def __hash__(self) -> int:
         return hash((self.file, self.line))
+
+
+def resolve_lines(locations: Iterable[Location]) -> None:
+    """Find the lines of many locations at once: one pass over each code object's line table
+    (Location.line alone would walk the table once per call)."""
+    pending: dict[int, tuple[CodeType, list[Location]]] = {}  # by id: a code object's hash reads all of it
+    for loc in locations:
+        if not loc._line and loc._code is not None:
+            pending.setdefault(id(loc._code), (loc._code, []))[1].append(loc)
+    for code, locs in pending.values():
+        spans = [(start, end, n) for start, end, n in code.co_lines() if n]
+        starts = [s for s, _, _ in spans]
+        for loc in locs:
+            k = bisect.bisect_right(starts, loc._offset) - 1
+            loc._line = spans[k][2] if k >= 0 and loc._offset < spans[k][1] else 0
+            loc._code = None
 
 
 COMMON_ATTRS = ("name", "tags", "resources", "env", "resumable")

@@ -24,6 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,17 @@ from mbuild.encoding import encode
 from mbuild.events import CACHE_HIT, ActionEvent, EventsFile, Summary
 from mbuild.labels import Label
 from mbuild.model.reads import Reads
-from mbuild.model.targets import SourceFile
+from mbuild.model.graph import Graph
+from mbuild.model.replay import Replayer
+from mbuild.model.targets import SourceFile, Target, resolve_lines
 from mbuild.model.workspace import Workspace
 from mbuild.schedule.status import BuildOptions, BuildResult, NodeStatus, State
 from mbuild.stores import trees
 from mbuild.stores.localdb import LocalDB
 
-FORMAT = 1
+FORMAT = 2
+SOURCE, TARGET = "s", "t"  # node kinds: [s, relpath, stamp, digest, package, name], [t, package, name, key, record digest, deps]
+PLAIN = "/plain"  # the record of request R has its targets as plain data under R + PLAIN
 _RACY_NS = trees.RACY_NS
 _VOLATILE = ("/proc/", "/sys/", "/dev/")  # read by lease and process checks; not inputs of the answer
 
@@ -92,28 +97,47 @@ def engine_stamp() -> str:
     return digest_bytes(orjson.dumps(parts))
 
 
-def record(db: LocalDB, key: str, reads: Reads, ws: Workspace, order: Sequence[Any], result: BuildResult) -> bool:
-    """Record the no-op answer of a build that succeeded (every action a hit or ran); False when
-    something was too fresh to vouch for, or the build did not succeed (the next build records)."""
+@dataclass
+class Memo:
+    """A checked record: everything in it still holds except the sources in `changed` (node
+    indices whose stamps differ, or that were too fresh to stamp) and the outputs of the targets
+    in `unplaced` (too fresh to stamp when recorded: they must be placed and checked again)."""
+
+    key: str
+    body: dict
+    changed: list[int]
+    unplaced: list[int]
+
+    @property
+    def nodes(self) -> list[list]:
+        return self.body["nodes"]
+
+
+def record(db: LocalDB, key: str, reads: Reads, ws: Workspace, graph: Graph, result: BuildResult) -> bool:
+    """Record the answer of a build that succeeded (every action a hit or ran); False when it did
+    not succeed or something it read was too fresh to vouch for (the next build records)."""
     if not result.ok or result.interrupted:
         return False
     now = time.time_ns()
-    files = set(reads.files)
-    files.add(str(ws.root / "WORKSPACE.toml"))
     env = dict(reads.env)
-    targets: list[list] = []
-    index: dict[Label, int] = {}
-    for node in order:
+    replayer = Replayer()
+    resolve_lines(n.location for n in graph.order if isinstance(n, Target))
+    nodes: list[list] = []
+    plain: list[list | None] = []  # each target as plain data (model/replay.py), kept apart: only amend reads it
+    for i, node in enumerate(graph.order):
         if isinstance(node, SourceFile):
-            files.add(str(ws.root / node.relpath))
+            plain.append(None)
+            path = str(ws.root / node.relpath)
+            nodes.append([SOURCE, node.relpath, _stamp(path, now), result.sources[node.label], node.label.package, node.label.name])
             continue
         st = result.statuses[node.label]
         if st.state not in (State.HIT, State.RAN) or st.key is None or st.result is None:
             return False
         for name in node.env:
             env[name] = os.environ.get(name)
-        index[node.label] = len(targets)
-        targets.append([node.label.package, node.label.name, st.key])
+        nodes.append([TARGET, node.label.package, node.label.name, st.key, None, graph.deps[i]])
+        plain.append(replayer.to_plain(node))
+    files = set(reads.files) | {str(ws.root / "WORKSPACE.toml")}
     dirs = set(reads.dirs) | {p for p in sys.path if p and os.path.isdir(p)}
     watched: dict[str, list] = {"files": [], "dirs": []}
     for kind, paths in (("files", files), ("dirs", dirs)):
@@ -122,65 +146,100 @@ def record(db: LocalDB, key: str, reads: Reads, ws: Workspace, order: Sequence[A
             if stamp is None:
                 return False
             watched[kind].append([path, *stamp])
-    for target, data in zip(targets, db.result_records_for([t[2] for t in targets])):
+    body = {"format": FORMAT, "engine": engine_stamp(), **watched, "env": env, "nodes": nodes, "outputs": []}
+    if not restamp(db, body, [i for i, n in enumerate(nodes) if n[0] == TARGET], graph.index, result.outputs, now):
+        return False
+    body["plain"] = digest_bytes(encoded := orjson.dumps(plain))
+    db.put_noop(key + PLAIN, encoded)
+    db.put_noop(key, orjson.dumps(body))
+    return True
+
+
+def plain_targets(db: LocalDB, memo: Memo) -> list[list | None] | None:
+    """The recorded targets as plain data, if what is stored is what the record names."""
+    data = db.get_noop(memo.key + PLAIN)
+    if data is None or digest_bytes(data) != memo.body["plain"]:
+        return None
+    return orjson.loads(data)
+
+
+def restamp(db: LocalDB, body: dict, targets: list[int], index: dict[Label, int], placed: dict[Label, Path], now: int) -> bool:
+    """Note in `body` the record digests of `targets` (node indices) and the stamps of the outputs
+    in `placed`; an output too fresh to stamp is noted unplaced. False when a record is gone."""
+    nodes = body["nodes"]
+    for i, data in zip(targets, db.result_records_for([nodes[i][3] for i in targets])):
         if data is None:
             return False
-        target.append(digest_bytes(data))
-    placed = []
-    for label, dest in result.outputs.items():
-        st = result.statuses[label]
+        nodes[i][4] = digest_bytes(data)
+    outputs = {entry[0]: entry for entry in body["outputs"]}
+    for label, dest in placed.items():
+        i = index[label]
+        result = db.valid_result(nodes[i][3])
         try:
             link = os.readlink(dest)
         except OSError:
             return False
         tree_root = os.path.normpath(os.path.join(os.path.dirname(str(dest)), link))
-        stamps = trees.stamps(tree_root, st.result)
-        if stamps is None or trees.racy(stamps, now):
-            return False
-        placed.append([index[label], str(dest), link, tree_root, trees.entries(st.result), stamps])
-    body = {"format": FORMAT, "engine": engine_stamp(), **watched, "env": env, "targets": targets, "outputs": placed}
-    db.put_noop(key, orjson.dumps(body))
+        stamps = trees.stamps(tree_root, result) if result is not None else None
+        if stamps is not None and trees.racy(stamps, now):
+            stamps = None
+        outputs[i] = [i, str(dest), link, tree_root, trees.entries(result) if result is not None else [], stamps]
+    body["outputs"] = sorted(outputs.values())
     return True
 
 
-def answer(db: LocalDB, key: str, events: Path | None, started: float) -> BuildResult | None:
-    """The last answer to this request if nothing it depends on changed (see the module
-    docstring), else None. Every recorded fact is checked; nothing is trusted blindly."""
+def check(db: LocalDB, key: str) -> Memo | None:
+    """The record of this request if nothing its loading read changed (see the module docstring),
+    with what did change among sources and outputs; None: the ordinary way. Nothing is trusted blindly."""
     data = db.get_noop(key)
     if data is None:
         return None
     try:
-        memo = orjson.loads(data)
-        if memo.get("format") != FORMAT or memo["engine"] != engine_stamp():
+        body = orjson.loads(data)
+        if body.get("format") != FORMAT or body["engine"] != engine_stamp():
             return None
-        for path, *stamp in (*memo["files"], *memo["dirs"]):
+        for path, *stamp in (*body["files"], *body["dirs"]):
             if _stamp_of(path) != stamp:
                 return None
-        for name, value in memo["env"].items():
+        for name, value in body["env"].items():
             if os.environ.get(name) != value:
                 return None
-        targets = memo["targets"]
-        for (_, _, _, digest), data in zip(targets, db.result_records_for([t[2] for t in targets])):
-            if data is None or digest_bytes(data) != digest:
+        nodes = body["nodes"]
+        targets = [i for i, n in enumerate(nodes) if n[0] == TARGET]
+        for i, data in zip(targets, db.result_records_for([nodes[i][3] for i in targets])):
+            if data is None or digest_bytes(data) != nodes[i][4]:
                 return None
-        outputs: dict[Label, Path] = {}
-        for i, dest, link, root, entries, stamps in memo["outputs"]:
-            if os.readlink(dest) != link or trees.entry_stamps(root, entries) != stamps:
+        unplaced = []
+        for i, dest, link, tree_root, entries, stamps in body["outputs"]:
+            if stamps is None:
+                unplaced.append(i)
+            elif os.readlink(dest) != link or trees.entry_stamps(tree_root, entries) != stamps:
                 return None
-            package, name = targets[i][0], targets[i][1]
-            outputs[Label(package, name)] = Path(dest)
-    except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+    except (OSError, ValueError, KeyError, TypeError, IndexError, orjson.JSONDecodeError):
         return None  # a damaged record, or an output gone: the ordinary way
-    return _result(targets, outputs, events, time.monotonic() - started)
+    return Memo(key, body, [], unplaced)
 
 
-def _result(targets: list[list], outputs: dict[Label, Path], events: Path | None, seconds: float) -> BuildResult:
+def changed_sources(memo: Memo, root: str) -> None:
+    """Fill memo.changed: the sources whose stamps differ from the recorded ones."""
+    memo.changed = [
+        i for i, n in enumerate(memo.nodes)
+        if n[0] == SOURCE and (n[2] is None or _stamp_of(os.path.join(root, n[1])) != n[2])
+    ]
+
+
+def answer(memo: Memo, events: Path | None, started: float) -> BuildResult:
+    """The recorded answer, when nothing changed at all."""
+    nodes = memo.nodes
+    targets = [(Label(n[1], n[2]), n[3]) for n in nodes if n[0] == TARGET]
+    outputs = {Label(nodes[i][1], nodes[i][2]): Path(dest) for i, dest, *_ in memo.body["outputs"]}
+    seconds = time.monotonic() - started
     summary = Summary(actions=len(targets), cache_hits=len(targets), local_hits=len(targets), seconds=seconds)
-    statuses = {Label(package, name): NodeStatus(state=State.HIT, key=key) for package, name, key, _ in targets}
+    statuses = {label: NodeStatus(state=State.HIT, key=key) for label, key in targets}
     if events is not None:
         log = EventsFile(events)
-        for package, name, key, _ in targets:
-            log.write(ActionEvent(f"//{package}:{name}", key, CACHE_HIT, 0.0).record())
+        for label, key in targets:
+            log.write(ActionEvent(str(label), key, CACHE_HIT, 0.0).record())
         log.write(summary.record())
         log.close()
     return BuildResult(summary, statuses, outputs, [], False)

@@ -36,6 +36,7 @@ from mbuild.labels import Label
 from mbuild.leases import LEASE_LOST_EXIT_CODE
 from mbuild.leases.guarded import RemoteLeaseError
 from mbuild.model.graph import Graph
+from mbuild.model.reads import unrecorded
 from mbuild.model.targets import SourceFile, Target, map_labels
 from mbuild.model.workspace import CACHE_NOTE, Workspace, claim_directory
 from mbuild.rebuild.lookup import lookup, lookup_one
@@ -44,7 +45,7 @@ from mbuild.runners.local import LocalRunner
 from mbuild.runners.pool import WorkerDied
 from mbuild.schedule.outputs import Materializer
 from mbuild.schedule.settings import remote_config
-from mbuild.schedule.status import EVENT_STATUS, RESOLVED, RETRY_MAX, BuildOptions, BuildResult, NodeStatus, State
+from mbuild.schedule.status import EVENT_STATUS, RESOLVED, RETRY_MAX, BuildOptions, BuildResult, NodeStatus, Prior, State
 from mbuild.schedule.summary import summarize
 from mbuild.stores.results import ActionResult
 
@@ -54,7 +55,7 @@ _MAX_RERUNS = 2  # times an action reruns because a dependency's stored bytes we
 class Scheduler:
     def __init__(
         self, workspace: Workspace, graph: Graph, requested: list[Label], options: BuildOptions, console: Console | None = None,
-        services: Services | None = None,
+        services: Services | None = None, prior: Prior | None = None,
     ):
         self.ws = workspace
         self.graph = graph
@@ -99,7 +100,8 @@ class Scheduler:
         self.events = EventsFile(options.events)
         self.outputs: dict[Label, Path] = {}
         self.materializer = Materializer(workspace, self.cas, self.remote, self.db, self.console.line)
-        self.actions = sum(isinstance(n, Target) for n in graph.order)
+        self.prior = prior or Prior({}, [])  # an amending build: what it knows already
+        self.actions = sum(isinstance(n, Target) for n in graph.order) + len(self.prior.untouched)
         self.finished = 0
         self.env_values = os.environ
 
@@ -110,6 +112,7 @@ class Scheduler:
         interrupted = False
         try:
             self._hash_sources()
+            self._take_prior()
             self.ready = [i for i, n in enumerate(self.pending) if n == 0]
             while True:
                 while self.ready and not self.stopping:
@@ -140,12 +143,23 @@ class Scheduler:
             self.db.sync()
         return self._finish(time.monotonic() - start, interrupted)
 
+    def _take_prior(self) -> None:
+        """An amending build: what is known stands, and is reported as the hits it is."""
+        for label, key in self.prior.untouched:
+            self.events.write(ActionEvent(str(label), key, EVENT_STATUS[State.HIT], 0.0).record())
+        for i, (key, result) in self.prior.known.items():
+            st = self.status[i]
+            st.state, st.key, st.result, st.digest = State.HIT, key, result, result.tree
+            self.events.write(ActionEvent(str(self.graph.order[i].label), key, EVENT_STATUS[State.HIT], 0.0).record())
+        self.finished = len(self.prior.untouched) + len(self.prior.known)
+
     def _hash_sources(self) -> None:
         sources = [(i, n) for i, n in enumerate(self.graph.order) if isinstance(n, SourceFile)]
         if not sources:
             return
         try:
-            digests = self.db.source_digests([str(self.ws.root / n.relpath) for _, n in sources])
+            with unrecorded():  # a source's bytes are an input of its actions, not of the graph (noop.py)
+                digests = self.db.source_digests([str(self.ws.root / n.relpath) for _, n in sources])
         except FileNotFoundError as exc:
             raise MbuildError(f"source file disappeared while building: {exc.filename}") from None
         for (i, _), digest in zip(sources, digests):
@@ -155,7 +169,7 @@ class Scheduler:
     def _visit(self, i: int) -> None:
         node = self.graph.order[i]
         st = self.status[i]
-        if isinstance(node, SourceFile):
+        if isinstance(node, SourceFile) or i in self.prior.known:
             self._resolved(i)
             return
         blocked = [d for d in self.graph.deps[i] if self.status[d].state in (State.FAILED, State.SKIPPED)]
@@ -479,7 +493,9 @@ class Scheduler:
         if self.remote is not None:
             _ = self.remote.available  # reading it reports an outage a worker found that nobody reported yet
             remote_requests = self.remote.stats.requests + self.worker_requests
-        result = summarize(self.graph.order, self.status, self.outputs, seconds, interrupted, remote_requests, self.graph.deps)
+        result = summarize(
+            self.graph.order, self.status, self.outputs, seconds, interrupted, remote_requests, self.graph.deps, self.prior.untouched,
+        )
         self.events.write(result.summary.record())
         self.events.close()
         return result

@@ -76,7 +76,18 @@ class BuildResult:
     outputs: dict[Label, Path]
     failures: list[tuple[Label, NodeStatus]]
     interrupted: bool = False
+    sources: dict[Label, str] = field(default_factory=dict)  # source file -> content digest
 
     @property
     def ok(self) -> bool:
         return self.summary.exit_code == 0
+
+
+@dataclass
+class Prior:
+    """What a build amending the last answer (schedule/amend.py) already knows: graph nodes whose
+    results stand (index -> key and result), and targets outside the graph answered as hits."""
+
+    known: dict[int, tuple[str, ActionResult]]
+    untouched: list[tuple[Label, str]]
+

@@ -18,16 +18,20 @@ from mbuild.schedule.status import BuildResult, NodeStatus, State
 
 def summarize(
     order: Sequence[Node], status: Sequence[NodeStatus], outputs: dict[Label, Path], seconds: float, interrupted: bool,
-    remote_requests: int | None, deps: Sequence[Sequence[int]] | None = None,
+    remote_requests: int | None, deps: Sequence[Sequence[int]] | None = None, untouched: Sequence[tuple[Label, str]] = (),
 ) -> BuildResult:
-    """`deps[i]`: the indices in `order` of node i's direct dependencies (for early cutoff)."""
+    """`deps[i]`: the indices in `order` of node i's direct dependencies (for early cutoff);
+    `untouched`: targets outside the graph answered as hits (label, key), by an amending build."""
     summary = Summary(seconds=seconds)
     failures = []
-    statuses = {}
+    statuses = {label: NodeStatus(state=State.HIT, key=key) for label, key in untouched}
+    sources = {}
     for node, st in zip(order, status):
         if not isinstance(node, Target):
+            sources[node.label] = st.digest
             continue
         statuses[node.label] = st
+    for label, st in statuses.items():
         summary.actions += 1
         summary.bytes_up += st.bytes_up
         summary.bytes_down += st.bytes_down
@@ -42,7 +46,7 @@ def summarize(
                 summary.local_hits += 1
         elif st.state is State.FAILED:
             summary.failed += 1
-            failures.append((node.label, st))
+            failures.append((label, st))
         elif st.state is State.SKIPPED:
             summary.skipped += 1
         elif st.state is not State.WOULD_RUN:
@@ -56,7 +60,7 @@ def summarize(
     summary.failures = [{"label": str(lab), "error": st.error} for lab, st in failures]
     if deps is not None:
         summary.early_cutoff, summary.cutoff_at = early_cutoff(order, status, deps)
-    return BuildResult(summary, statuses, outputs, failures, interrupted)
+    return BuildResult(summary, statuses, outputs, failures, interrupted, sources)
 
 
 def early_cutoff(order: Sequence[Node], status: Sequence[NodeStatus], deps: Sequence[Sequence[int]]) -> tuple[int, list[str]]:
