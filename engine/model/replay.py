@@ -41,7 +41,7 @@ class Replayer:
         self._rules: dict[tuple[str, str], Rule] = {}
 
     def to_plain(self, target: Target) -> list | None:
-        """[rule module, rule name, config, deps, outputs, env, tags, BUILD file, line], or None."""
+        """[rule module, rule name, config, deps, outputs, env, tags, BUILD file, line, resumable], or None."""
         if target.resources is not None or not is_plain(target.config) or any(type(t) is not str for t in target.tags):
             return None
         name = self._name_of(target.rule)
@@ -49,11 +49,11 @@ class Replayer:
             return None
         deps = {k: map_labels(v, str) for k, v in target.deps.items()}
         loc = target.location
-        return [target.rule.module, name, target.config, deps, list(target.outputs), list(target.env), list(target.tags), loc.file, loc.line]
+        return [target.rule.module, name, target.config, deps, list(target.outputs), list(target.env), list(target.tags), loc.file, loc.line, target.resumable]
 
     def from_plain(self, package: str, name: str, data: list) -> Target:
         """The target written by to_plain (raises KeyError/ValueError/TypeError/ImportError on data it did not write)."""
-        module, rule_name, config, deps, outputs, env, tags, file, line = data
+        module, rule_name, config, deps, outputs, env, tags, file, line, resumable = data
         return Target(
             label=Label(package, name),
             rule=self._rule(module, rule_name),
@@ -65,6 +65,7 @@ class Replayer:
             tags=tuple(tags),
             location=Location(file, line),
             config_bytes=encode(config, "config"),
+            resumable=bool(resumable),
         )
 
     def _name_of(self, rule: Rule) -> str | None:
