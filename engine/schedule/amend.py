@@ -27,7 +27,7 @@ from mbuild.model.replay import Replayer
 from mbuild.model.targets import Node, SourceFile
 from mbuild.model.workspace import Workspace
 from mbuild.rebuild.lookup import lookup_one
-from mbuild.schedule.noop import SOURCE, TARGET, Memo, _stamp, answer, changed_sources, plain_targets, restamp
+from mbuild.schedule.noop import SOURCE, TARGET, Memo, answer, changed_sources, plain_targets, restamp, settled_stamp
 from mbuild.schedule.scheduler import Scheduler
 from mbuild.schedule.status import BuildOptions, BuildResult, Prior
 
@@ -39,17 +39,17 @@ def amend(
     db = services.stores(str(ws.cache_dir))[1]
     nodes = memo.nodes
     root = str(ws.root)
-    changed_sources(memo, root)
+    changed = changed_sources(memo, root)
     try:
-        digests = db.source_digests([os.path.join(root, nodes[i][1]) for i in memo.changed])
+        digests = db.source_digests([os.path.join(root, nodes[i][1]) for i in changed])
     except OSError:
         return None  # a source is gone: the ordinary way says so
-    dirty = {i for i, digest in zip(memo.changed, digests) if digest != nodes[i][3]}
+    dirty = {i for i, digest in zip(changed, digests) if digest != nodes[i][3]}
     rebuild = _downstream(nodes, dirty) | set(memo.unplaced)
     if not options.dry_run and not db.read_only:
         now = time.time_ns()
-        for i, digest in zip(memo.changed, digests):  # touched or rewritten: the new stamp and digest
-            nodes[i][2], nodes[i][3] = _stamp(os.path.join(root, nodes[i][1]), now), digest
+        for i, digest in zip(changed, digests):  # touched or rewritten: the new stamp and digest
+            nodes[i][2], nodes[i][3] = settled_stamp(os.path.join(root, nodes[i][1]), now), digest
     if not rebuild:
         if not options.dry_run and not db.read_only:
             db.put_noop(memo.key, orjson.dumps(memo.body))

@@ -78,7 +78,7 @@ def _stamp_of(path: str) -> list[int]:
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _stamp(path: str, now_ns: int) -> list[int] | None:
+def settled_stamp(path: str, now_ns: int) -> list[int] | None:
     """_stamp_of(path), or None when it changed within the racy window (it cannot vouch for it)."""
     stamp = _stamp_of(path)
     if stamp and max(stamp[2], stamp[3]) > now_ns - _RACY_NS:
@@ -99,13 +99,12 @@ def engine_stamp() -> str:
 
 @dataclass
 class Memo:
-    """A checked record: everything in it still holds except the sources in `changed` (node
-    indices whose stamps differ, or that were too fresh to stamp) and the outputs of the targets
-    in `unplaced` (too fresh to stamp when recorded: they must be placed and checked again)."""
+    """A checked record: everything in it still holds except, maybe, its sources (changed_sources
+    says which) and the outputs of the targets in `unplaced` (too fresh to stamp when recorded:
+    they must be placed and checked again)."""
 
     key: str
     body: dict
-    changed: list[int]
     unplaced: list[int]
 
     @property
@@ -128,7 +127,7 @@ def record(db: LocalDB, key: str, reads: Reads, ws: Workspace, graph: Graph, res
         if isinstance(node, SourceFile):
             plain.append(None)
             path = str(ws.root / node.relpath)
-            nodes.append([SOURCE, node.relpath, _stamp(path, now), result.sources[node.label], node.label.package, node.label.name])
+            nodes.append([SOURCE, node.relpath, settled_stamp(path, now), result.sources[node.label], node.label.package, node.label.name])
             continue
         st = result.statuses[node.label]
         if st.state not in (State.HIT, State.RAN) or st.key is None or st.result is None:
@@ -142,7 +141,7 @@ def record(db: LocalDB, key: str, reads: Reads, ws: Workspace, graph: Graph, res
     watched: dict[str, list] = {"files": [], "dirs": []}
     for kind, paths in (("files", files), ("dirs", dirs)):
         for path in sorted(paths):
-            stamp = _stamp(path, now)
+            stamp = settled_stamp(path, now)
             if stamp is None:
                 return False
             watched[kind].append([path, *stamp])
@@ -217,12 +216,12 @@ def check(db: LocalDB, key: str) -> Memo | None:
                 return None
     except (OSError, ValueError, KeyError, TypeError, IndexError, orjson.JSONDecodeError):
         return None  # a damaged record, or an output gone: the ordinary way
-    return Memo(key, body, [], unplaced)
+    return Memo(key, body, unplaced)
 
 
-def changed_sources(memo: Memo, root: str) -> None:
-    """Fill memo.changed: the sources whose stamps differ from the recorded ones."""
-    memo.changed = [
+def changed_sources(memo: Memo, root: str) -> list[int]:
+    """The sources (node indices) whose stamps differ from the recorded ones, or were too fresh to record."""
+    return [
         i for i, n in enumerate(memo.nodes)
         if n[0] == SOURCE and (n[2] is None or _stamp_of(os.path.join(root, n[1])) != n[2])
     ]
