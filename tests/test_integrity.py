@@ -188,6 +188,26 @@ def test_an_action_that_writes_a_workspace_source_fails_naming_it(ws, sandbox):
         assert "the workspace file src.txt changed while the action ran" in proc.stderr
 
 
+def test_inputs_stay_read_only_for_every_action_a_worker_runs(ws):
+    """A worker mounts the tree cache and source files read-only once and keeps them so: an action
+    late in a worker's life, after others read the same source and placed and adopted trees, still
+    cannot write either kind of input, and the builds around it are right."""
+    if not _sandbox_available():
+        pytest.skip("no private mount namespaces on this machine")
+    pipeline(ws)
+    readers = "".join(f'genrule(name="r{i}", srcs=["//:src.txt", ":a"], outs=["r{i}.txt"], cmd="cat $(SRCS) > $@")\n' for i in range(6))
+    late = 'genrule(name="late", srcs=[":r5", "//:src.txt"], outs=["x"], cmd="echo X >> $(location //:src.txt) || exit 3; echo > $@")\n'
+    tree = 'genrule(name="late_tree", srcs=[":r5", ":a"], outs=["y"], cmd="for f in $(locations :a); do echo POISON > $f || exit 4; done; echo > $@")\n'
+    ws.write("p/BUILD.py", (ws.root / "p/BUILD.py").read_text() + readers + late + tree)
+    proc = ws.mbuild("build", "-j1", "-k", "//p:late", "//p:late_tree")
+    assert proc.returncode == 1
+    assert "src.txt: Read-only file system" in proc.stderr and "a.txt: Read-only file system" in proc.stderr
+    assert (ws.root / "src.txt").read_text() == "source-bytes\n"
+    build(ws, "//p:r0", "//p:b")
+    assert (ws.root / "mbuild-out/p/r0/r0.txt").read_text() == "source-bytes\ngood-bytes\ndeep\n"
+    assert (ws.root / "mbuild-out/p/b/b.txt").read_text() == "good-bytes\ndeep\n"
+
+
 # --- 3. a record under another key is a miss ---------------------------------------------------
 
 

@@ -103,7 +103,7 @@ class InputGuard:
         for w in self.damaged:
             if w.inp.result is None:
                 continue
-            trees.discard(Path(w.path))
+            trees.discard(trees.writable_path(cas, w.inp.result.tree))
             for f in w.inp.result.files:
                 try:
                     cas.verify(f.digest, f.size)

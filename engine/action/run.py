@@ -40,6 +40,7 @@ def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat:
     cache = Path(config.cache_dir)
     scratch = services.scratch(cache)
     scratch.reset()
+    box.cover_trees(cas)  # before staging: trees placed for this action are written through the cover
     try:
         paths, fetched, guard = stage_inputs(spec, cas, db, remote, Path(config.workspace_root))
     except InputGone as gone:

@@ -24,6 +24,10 @@ class LocalCAS:
         self.root = root
         self.blobs = root / "cas"
         self.tmp = root / "tmp"
+        # Where this process writes the tree cache (stores.trees). The same directory as the trees
+        # it reads, except in a sandboxed worker, where trees/ is read-only and this is an alias of
+        # it that stays writable (action.sandbox).
+        self.trees_writable = root / "trees"
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
 

@@ -43,14 +43,20 @@ _FIELDS = 5  # per entry: inode, size, mtime_ns, ctime_ns, mode
 
 
 def tree_path(cas: LocalCAS, tree: str) -> Path:
+    """Where the tree is read (and where actions are shown it)."""
     return cas.root / "trees" / tree
+
+
+def writable_path(cas: LocalCAS, tree: str) -> Path:
+    """The same tree, as this process writes it (differs from `tree_path` only in a sandboxed worker)."""
+    return cas.trees_writable / tree
 
 
 def adopt(out: Path, result: ActionResult, cas: LocalCAS) -> None:
     """Move a finished output directory into the cache as the tree of `result` (if not there yet).
 
     If a tree is there already it is left alone: it is checked like any other on its next use."""
-    dest = tree_path(cas, result.tree)
+    dest = writable_path(cas, result.tree)
     try:
         os.rename(out, dest)
     except FileNotFoundError:
@@ -72,15 +78,16 @@ def ensure(result: ActionResult, cas: LocalCAS, db: LocalDB | None = None, on_da
     if on_damage is not None and os.path.lexists(dest):
         on_damage(first_difference(dest, result) or ".")
 
-    tmp = dest.parent / f".tmp-{uuid.uuid4().hex}"
+    into = writable_path(cas, result.tree)
+    tmp = into.parent / f".tmp-{uuid.uuid4().hex}"
     try:
         materialize_tree(result, cas, tmp)
         try:
-            os.rename(tmp, dest)
+            os.rename(tmp, into)
         except OSError:
             if not check(dest, result, db):  # damaged: swap the good copy in
-                discard(dest)
-                os.rename(tmp, dest)
+                discard(into)
+                os.rename(tmp, into)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -216,7 +223,7 @@ def _make_writable(root: Path) -> None:
             pass
 
 
-__all__ = ["BlobUnavailableError", "adopt", "check", "discard", "ensure", "first_difference", "racy", "stamps", "tree_path", "verify"]
+__all__ = ["BlobUnavailableError", "adopt", "check", "discard", "ensure", "first_difference", "racy", "stamps", "tree_path", "verify", "writable_path"]
 
 
 def materialize_tree(result: ActionResult, cas: LocalCAS, dest: Path) -> None:
