@@ -26,6 +26,7 @@ import argparse
 import os
 import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -210,16 +211,29 @@ class Ran:
     seconds: float
     stdout: str
     stderr: str
+    cpu: float = 0.0  # user + system seconds of the command and its children (honest on a loaded machine)
+
+
+# mbuild runs with Python's default of caching bytecode, as in a user's shell. Some environments
+# (this project's sandboxes) set PYTHONDONTWRITEBYTECODE, which makes every process compile its
+# ~150 modules again (+0.1-0.2 s per command); main() says when it was set and removed here.
+RUN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def run(cmd: list[str], cwd: Path) -> Ran:
     """Run one command to completion; a failure stops the benchmark with its output."""
+    cpu0 = _children_cpu()
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=RUN_ENV)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"`{' '.join(cmd)}` in {cwd} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-    return Ran(seconds, proc.stdout, proc.stderr)
+    return Ran(seconds, proc.stdout, proc.stderr, _children_cpu() - cpu0)
 
 
 def median_of(k: int, cmd: list[str], cwd: Path) -> float:
@@ -369,6 +383,7 @@ class Figure:
 
     name: str
     value: float
+    cpu: float | None = None  # user + system seconds (mbuild and its workers): what a busy machine can't inflate much
     unit: str = "s"
     target: float | None = None
     bazel: float | None = None
@@ -393,31 +408,36 @@ def bench_mbuild(root: Path, graph: Graph, layout: Layout, rule: str, repeat: in
         r = run(build, root)
         if (ran := mbuild_ran(r.stderr)) != 0:
             raise SystemExit(f"no-op build ran {ran} actions")
-        noops.append(r.seconds)
+        noops.append(r)
     rss, rss_how = peak_rss_mb(build, root)
-    query = median_of(repeat, [MBUILD, "query", "deps(//...)"], root)
-    dry = median_of(repeat, [MBUILD, "build", "-n", "//..."], root)
+    query = [run([MBUILD, "query", "deps(//...)"], root) for _ in range(repeat)]
+    dry = [run([MBUILD, "build", "-n", "//..."], root) for _ in range(repeat)]
     leaves = []
     for k, i in enumerate(leaf_edits(graph, repeat)):
         edit_source(layout.source(root, i), k)
         r = run(build, root)
         if (ran := mbuild_ran(r.stderr)) != 1:
             raise SystemExit(f"one-leaf change (t{i}) ran {ran} actions, expected 1")
-        leaves.append(r.seconds)
+        leaves.append(r)
     if rule == "genrule":
-        cold_fig = Figure("cold build -j2", cold.seconds, target=FLOOR_TARGET * floor if floor else None,
+        cold_fig = Figure("cold build -j2", cold.seconds, target=FLOOR_TARGET * floor if floor else None, cpu=cold.cpu,
                           note=f"{cold.seconds / floor:.2f}x the bash floor (target <= {FLOOR_TARGET}x)" if floor else "")
     else:
-        cold_fig = Figure("cold build -j2", cold.seconds, target=TARGETS.get(("cold py_function", n)))
+        cold_fig = Figure("cold build -j2", cold.seconds, target=TARGETS.get(("cold py_function", n)), cpu=cold.cpu)
     figures = [
         cold_fig,
-        Figure("no-op", statistics.median(noops), target=TARGETS.get(("no-op", n)), note=f"median of {repeat}"),
-        Figure("one-leaf change", statistics.median(leaves), target=TARGETS.get(("one-leaf", n)), note=f"median of {repeat} edits; 1 action ran each"),
-        Figure("query 'deps(//...)'", query, target=TARGETS.get(("query deps(//...)", n))),
-        Figure("build -n //...", dry, target=TARGETS.get(("build -n", n))),
+        Figure("no-op", *_median(noops), target=TARGETS.get(("no-op", n)), note=f"median of {repeat}"),
+        Figure("one-leaf change", *_median(leaves), target=TARGETS.get(("one-leaf", n)), note=f"median of {repeat} edits; 1 action ran each"),
+        Figure("query 'deps(//...)'", *_median(query), target=TARGETS.get(("query deps(//...)", n))),
+        Figure("build -n //...", *_median(dry), target=TARGETS.get(("build -n", n))),
         Figure("no-op peak RSS", rss, unit="MB", target=TARGETS.get(("no-op peak RSS", n))),
     ]
     return figures, rss_how
+
+
+def _median(runs: list[Ran]) -> tuple[float, float]:
+    """(median wall seconds, median CPU seconds) of repeated runs."""
+    return statistics.median(r.seconds for r in runs), statistics.median(r.cpu for r in runs)
 
 
 def bench_bazel(bazel: Bazel, root: Path, graph: Graph, layout: Layout, repeat: int) -> dict[str, float]:
@@ -504,13 +524,14 @@ UNIT_FORMAT = {"s": "{:.3f} s", "MB": "{:.1f} MB", "x": "{:.2f}x"}
 
 def print_block(title: str, figures: list[Figure], with_bazel: bool) -> None:
     print(f"== {title}   [load {_load()}]")
-    head = f"  {'figure':<22} {'mbuild':>10} {'target':>11} {'/target':>8}"
+    head = f"  {'figure':<22} {'mbuild':>10} {'cpu':>8} {'target':>11} {'/target':>8}"
     if with_bazel:
         head += f" {'bazel':>10} {'mbuild/bazel':>13}"
     print(head + "  note")
     for f in figures:
         fmt = UNIT_FORMAT[f.unit]
-        line = f"  {f.name:<22} {fmt.format(f.value):>10} {('<= ' + fmt.format(f.target)) if f.target else '-':>11} "
+        cpu = f"{f.cpu:.2f} s" if f.cpu is not None else "-"
+        line = f"  {f.name:<22} {fmt.format(f.value):>10} {cpu:>8} {('<= ' + fmt.format(f.target)) if f.target else '-':>11} "
         line += f"{(f'{f.value / f.target:.2f}x') if f.target else '-':>8}"
         if with_bazel:
             line += f" {(fmt.format(f.bazel)) if f.bazel is not None else '-':>10} {(f'{f.value / f.bazel:.2f}x') if f.bazel else '-':>13}"
@@ -552,6 +573,9 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} cores, load {_load()}; Python {sys.version.split()[0]}; {MBUILD}; -j{JOBS}")
         print(f"bazel: {bazel.version() + ', spawn strategy ' + bazel.strategy + ', warm server unless noted' if bazel else 'not run'}")
         print(f"every mbuild figure is a fresh process; medians of {args.repeat}; ratio /target <= 1.00x meets issue 12's target")
+        print("cpu: user + system seconds of mbuild and its workers (wall figures inflate on a loaded machine; cpu much less)")
+        if "PYTHONDONTWRITEBYTECODE" in os.environ:
+            print("PYTHONDONTWRITEBYTECODE is set here: mbuild runs without it (Python's default, bytecode cached, as in a user's shell)")
         print()
         if args.load_sizes.strip():
             load_linearity(tmp, [int(x) for x in _csv(args.load_sizes)], args.repeat)

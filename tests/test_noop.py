@@ -121,3 +121,27 @@ def test_a_requested_pattern_that_changes_meaning_is_another_request(noop_ws):
     before = loads(ws)
     proc = ws.mbuild("build", "//p:a", env=FRESH, check=True)
     assert loads(ws) == before + 1 and "1 cache hits" in proc.stdout + proc.stderr
+
+
+def test_an_amended_build_runs_functions_from_the_workspaces_own_modules(ws, tmp_path):
+    """The amended answer loads no BUILD file, yet actions still import the workspace's modules
+    (a py_function's `fn`, custom rules): the workspace root is on the workers' path as when loading."""
+    loads = tmp_path / "loads.txt"
+    ws.write("steps_here.py", "def upper(config, inputs, out):\n    (out / 'u.txt').write_text(inputs['src'].read_text().upper())\n")
+    ws.write("p/src.txt", "one\n")
+    ws.build_file(
+        "p",
+        f"""
+        with open({str(loads)!r}, "a") as f:
+            f.write("loaded\\n")
+        py_function(name="u", fn="steps_here:upper", inputs={{"src": "src.txt"}}, outs=["u.txt"])
+        """,
+    )
+    here = ws.root / "p"  # run from the package: the interpreter's own path entry is not the root
+    for _ in range(2):
+        ws.mbuild("build", "//p:u", env=FRESH, check=True, cwd=here)
+    before = len(loads.read_text().splitlines())
+    (ws.root / "p/src.txt").write_text("two\n")
+    ws.mbuild("build", "//p:u", env=FRESH, check=True, cwd=here)
+    assert len(loads.read_text().splitlines()) == before  # amended: no BUILD file evaluated
+    assert (ws.root / "mbuild-out/p/u/u.txt").read_text() == "TWO\n"

@@ -3,6 +3,7 @@ from then on) and describe the tree as an ActionResult."""
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import socket
@@ -63,15 +64,22 @@ def collect(out: Path, cas: LocalCAS, value: Any, meta: dict) -> ActionResult:
     return ActionResult.make(files, links, dirs, value, meta)
 
 
-def action_meta(spec: ActionSpec, started: float) -> dict:
+@functools.cache
+def _who() -> tuple[str, str]:
+    """(host, user) of this process: asked once, not per action."""
     try:
         user = getpass.getuser()
     except Exception:  # no user name in some containers
         user = str(os.getuid())
+    return socket.gethostname(), user
+
+
+def action_meta(spec: ActionSpec, started: float) -> dict:
+    host, user = _who()
     return {
         "label": spec.label,
         "rule": spec.rule,
-        "host": socket.gethostname(),
+        "host": host,
         "user": user,
         "pid": os.getpid(),
         "started": started,

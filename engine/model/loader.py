@@ -97,9 +97,7 @@ class Loader:
         self._sources: dict[Label, SourceFile] = {}
         self._real_dirs: dict[str, str] = {}  # directory -> its real path (for links leaving the workspace)
         self._root_prefix = os.path.join(str(self.root), "")  # what every real path inside the workspace starts with
-        root = str(self.root)
-        if root not in sys.path:
-            sys.path.insert(0, root)
+        workspace.importable()
 
     # --- packages ----------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ def amend(
     plain = plain_targets(db, memo)
     if plain is None:
         return None
+    ws.importable()  # replayed rules and the functions their actions call import workspace modules
     replayer = Replayer()
     order: list[Node] = []
     try:
