@@ -919,11 +919,14 @@ def test_a_corrupt_blob_is_replaced_by_the_next_verified_upload(remote, tmp_path
     bad = result.files[0]
     good_bytes = cas.read_verified(bad.digest)
     remote.overwrite(remote.blob(bad.digest), bytes([good_bytes[0] ^ 1]) + good_bytes[1:])
-    client, warnings = remote.store()  # fetches, finds it corrupt, then rebuilds and publishes
+    # Not a test of deadlines: a generous one, so a slow server on a loaded machine cannot open the
+    # breaker (which rightly skips the healing upload).
+    client, warnings = remote.store(timeout=120.0)  # fetches, finds it corrupt, then rebuilds and publishes
     clone = new_cas(tmp_path)
     with pytest.raises(RemoteBlobsUnavailableError):
         client.fetch_blobs(clone, [(f.digest, f.size) for f in result.files])
     assert client.publish(cas, k, result) is False  # the record existed: kept
+    assert client.stats.errors == 0, warnings
     assert remote.fs.cat_file(remote.blob(bad.digest)) == good_bytes  # the blob is healed
     fresh = new_cas(tmp_path)
     assert remote.store()[0].fetch_blobs(fresh, [(f.digest, f.size) for f in result.files]) == result.total_bytes
