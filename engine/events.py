@@ -88,6 +88,11 @@ class EventsFile:
     def __init__(self, path: Path | None):
         self._f: IO[bytes] | None = open(path, "wb") if path else None
 
+    @property
+    def on(self) -> bool:
+        """Whether records are written at all (callers skip building them when not)."""
+        return self._f is not None
+
     def write(self, record: dict[str, Any]) -> None:
         if self._f is not None:
             self._f.write(orjson.dumps(record) + b"\n")

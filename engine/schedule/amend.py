@@ -51,7 +51,7 @@ def amend(
         for i, digest in zip(changed, digests):  # touched or rewritten: the new stamp and digest
             nodes[i][2], nodes[i][3] = settled_stamp(os.path.join(root, nodes[i][1]), now), digest
     if not rebuild:
-        if not options.dry_run and not db.read_only:
+        if changed and not options.dry_run and not db.read_only:  # new stamps to keep (a pure no-op writes nothing)
             db.put_noop(memo.key, orjson.dumps(memo.body))
         return answer(memo, options.events, started)
     part = sorted(rebuild | {d for i in rebuild for d in nodes[i][5]})

@@ -145,8 +145,9 @@ class Scheduler:
 
     def _take_prior(self) -> None:
         """An amending build: what is known stands, and is reported as the hits it is."""
-        for label, key in self.prior.untouched:
-            self.events.write(ActionEvent(str(label), key, EVENT_STATUS[State.HIT], 0.0).record())
+        if self.events.on:
+            for label, key in self.prior.untouched:
+                self.events.write(ActionEvent(str(label), key, EVENT_STATUS[State.HIT], 0.0).record())
         for i, (key, result) in self.prior.known.items():
             st = self.status[i]
             st.state, st.key, st.result, st.digest = State.HIT, key, result, result.tree
