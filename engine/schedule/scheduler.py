@@ -47,6 +47,7 @@ from mbuild.schedule.outputs import Materializer
 from mbuild.schedule.settings import remote_config
 from mbuild.schedule.status import EVENT_STATUS, RESOLVED, RETRY_MAX, BuildOptions, BuildResult, NodeStatus, Prior, State
 from mbuild.schedule.summary import summarize
+from mbuild.stores.inplace.store import PlaceConfig
 from mbuild.stores.results import ActionResult
 
 _MAX_RERUNS = 2  # times an action reruns because a dependency's stored bytes went bad
@@ -94,7 +95,9 @@ class Scheduler:
             leases=self.remote_config.url.rstrip("/") + "/leases" if shared else "",
             storage_options=self.remote_config.storage_options if shared else {},
             remote=self.remote_config, build=self.build_id,
+            places=PlaceConfig(workspace.inplace_prefix, dict(workspace.settings.outputs.options)),
         )
+        self.places = self.services.places(self.exec_config)  # lists in-place outputs to check their hits
         self.timers: list[tuple[float, int]] = []  # (when, node): another look at an action held elsewhere
         os.environ["MBUILD_BUILDER_PID"] = str(os.getpid())  # what fault injection (crash tests) kills
         self.events = EventsFile(options.events)
@@ -201,7 +204,7 @@ class Scheduler:
         every blob it names present remotely. Hits are copied into the local cache; their bytes are
         fetched only if someone needs them here (build without the bytes)."""
         batch, self.remote_queue = self.remote_queue, []
-        hits = lookup([self.status[i].key for i in batch], self.db, self.remote, self._corrupt)
+        hits = lookup([self.status[i].key for i in batch], self.db, self.remote, self._corrupt, self.places)
         self._drop_remote_if_down()
         for i in batch:
             st = self.status[i]
@@ -245,7 +248,7 @@ class Scheduler:
 
     def _lookup(self, key: str) -> ActionResult | None:
         """A valid result in the local cache (the remote one is asked in batches: _remote_lookup)."""
-        found = lookup_one(key, self.db, None, self._corrupt)
+        found = lookup_one(key, self.db, None, self._corrupt, self.places)
         return found.result if found is not None else None
 
     def _corrupt(self, key: str, exc: Exception) -> None:
@@ -284,7 +287,7 @@ class Scheduler:
     def _lookup_anywhere(self, key: str) -> ActionResult | None:
         """A result published by a job: in the local cache, or (a job elsewhere) in the remote one.
         Called from the fray poller thread."""
-        found = lookup_one(key, self.db, self.remote)
+        found = lookup_one(key, self.db, self.remote, places=self.places)
         return found.result if found is not None else None
 
     def _handle(self, i: int, outcome: Any, exc: BaseException | None, source: str) -> None:
@@ -394,7 +397,9 @@ class Scheduler:
         st.state = state
         st.because = because
         node = self.graph.order[i]
-        if state in RESOLVED and node.label in self.requested and not self.options.dry_run:
+        if state in RESOLVED and node.label in self.requested and not self.options.dry_run and st.result is not None and st.result.place is not None:
+            self.console.line(f"{node.label}: in place at {st.result.place.url}")  # nothing to place: it is where it was written
+        elif state in RESOLVED and node.label in self.requested and not self.options.dry_run:
             try:
                 self.outputs[node.label], fetched = self.materializer.place(node.label, st.result)
                 st.bytes_down += fetched
@@ -465,6 +470,7 @@ class Scheduler:
             resources=node.resources,
             trust_cache=not self.status[i].distrust,
             resumable=node.resumable,
+            in_place=node.in_place,
         )
 
     # --- explanations ----------------------------------------------------------------------------
