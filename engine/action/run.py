@@ -60,9 +60,9 @@ def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat:
             work = claim_work(spec, cache, heartbeat) if spec.resumable else None
             if places is not None:
                 prepare_place(spec, places, url, heartbeat)
-                value = invoke(spec, paths, scratch.out, scratch.tmp, work, url, places.filesystem(url))
+                value = invoke(spec, paths, scratch.out, scratch.tmp, work, url, places)
             else:
-                value = invoke(spec, paths, scratch.out, scratch.tmp, work)
+                value = invoke(spec, paths, scratch.out, scratch.tmp, work, places=services.places(config))
                 check_declared(spec.outputs, scratch.out)
         except LeaseLost:
             raise
