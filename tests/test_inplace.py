@@ -215,3 +215,22 @@ def test_manifest_digest_is_order_free_and_sees_every_difference(entries, rng, d
             return
         changed.append(Entry(e.path + "/new", 0, e.checksum))
     assert manifest_digest(changed) != manifest_digest(entries)
+
+
+def test_in_place_on_s3(ws, tmp_path, s3_server):
+    """The same on S3 (moto): ETags of single-part uploads are content MD5s."""
+    import fsspec
+
+    root = s3_server.make_bucket(f"inplace-{os.getpid()}-{os.urandom(3).hex()}")
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **s3_server.storage_options)
+    log = tmp_path / "runs.log"
+    setup(ws, f"{root}/out", s3_server.storage_options)
+    ws.root.joinpath("p/BUILD.py").write_text(ws.root.joinpath("p/BUILD.py").read_text().replace('name="shards",', 'name="shards", n=20,'))
+    events, out = build(ws, "//p:count", "//p:shards", log=log, env=s3_server.env)
+    assert ran(events) == {"//p:shards", "//p:count"}
+    url = url_of(out)
+    events, _ = build(ws, "//p:count", log=log, env=s3_server.env)
+    assert ran(events) == set()
+    fs.pipe(f"{url}/shard-00003.bin", b"changed")
+    events, _ = build(ws, "//p:count", log=log, env=s3_server.env)
+    assert statuses(events)["//p:shards"] == "ran" and statuses(events)["//p:count"] == "cache_hit"
