@@ -1,5 +1,5 @@
-"""In-place outputs against the managed (CAS) path, on the GCS emulator (fake-gcs-server, filesystem
-backend, 127.0.0.1).
+"""In-place outputs against the managed (CAS) path, on the GCS emulator (fake-gcs-server on
+127.0.0.1; memory backend by default, `--backend filesystem` for the one bench_remote.py uses).
 
 The same output, N objects of S bytes (default 10,000 x 100 KiB = 1 GB), published two ways:
 
@@ -14,6 +14,7 @@ listing, compared with the manifest).
 
     python bench/bench_inplace.py                       # 10,000 x 100 KiB
     python bench/bench_inplace.py --objects 2000 --size 65536
+    python bench/bench_inplace.py --backend filesystem   # its listings read a file per object: ~6 s per 10,000
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from pathlib import Path
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
 from bench_remote import start_emulator  # noqa: E402
+from servers import gcs_emulator  # noqa: E402
 
 
 def payload(i: int, size: int) -> bytes:
@@ -41,6 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=10_000)
     parser.add_argument("--size", type=int, default=100 * 1024, help="bytes per object")
+    parser.add_argument("--backend", choices=["memory", "filesystem"], default="memory", help="the emulator's storage")
     args = parser.parse_args()
     n, size = args.objects, args.size
     import fsspec
@@ -53,13 +57,19 @@ def main() -> None:
     from mbuild.stores.results import ActionResult
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-inplace-"))
-    proc, endpoint = start_emulator(tmp / "gcs")
+    if args.backend == "filesystem":
+        proc, endpoint = start_emulator(tmp / "gcs")
+        stop = proc.terminate
+    else:
+        emulator = gcs_emulator()
+        server = emulator.__enter__()
+        endpoint, stop = server.endpoint, lambda: emulator.__exit__(None, None, None)
     try:
         options = {"endpoint_url": endpoint, "token": "anon"}
         fs = fsspec.filesystem("gcs", skip_instance_cache=True, **options)
         fs.mkdir("bench")
         total = n * size
-        print(f"output: {n:,} objects x {size:,} B = {total / 1e9:.2f} GB")
+        print(f"output: {n:,} objects x {size:,} B = {total / 1e9:.2f} GB (emulator: {args.backend} backend)")
 
         # the action's writes (not timed): a local directory for the managed path, objects in place
         out = tmp / "out"
@@ -114,8 +124,7 @@ def main() -> None:
             times.append(time.perf_counter() - t)
         print(f"hit check (list + compare): {min(times):.2f} s best of 3, {len(entries):,} entries, no bytes downloaded")
     finally:
-        proc.terminate()
-        proc.wait()
+        stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -234,3 +234,25 @@ def test_in_place_on_s3(ws, tmp_path, s3_server):
     fs.pipe(f"{url}/shard-00003.bin", b"changed")
     events, _ = build(ws, "//p:count", log=log, env=s3_server.env)
     assert statuses(events)["//p:shards"] == "ran" and statuses(events)["//p:count"] == "cache_hit"
+
+
+def test_an_in_place_record_round_trips_and_its_digest_ignores_the_url():
+    from mbuild.errors import CacheCorruptError
+    from mbuild.stores.inplace.manifest import Place
+    from mbuild.stores.results import ActionResult
+
+    entries = (Entry("a.bin", 3, "crc32c=AAAA==,md5=XUFA=="), Entry("d/b.bin", 5, "crc32c=BBBB=="))
+    result = ActionResult.make((), (), (), {"n": 2}, {}, Place("gs://b/out/p/x-0123456789abcdef", entries))
+    key = "0" * 32
+    back = ActionResult.from_record(result.to_record(key), key, check_tree=True)
+    assert back == result and back.place.entries == entries
+    elsewhere = ActionResult.make((), (), (), {"n": 2}, {}, Place("gs://b/out/p/x-fedcba9876543210", entries[::-1]))
+    assert elsewhere.tree == result.tree  # the URL holds the key: not in the digest (early cutoff)
+    assert ActionResult.make((), (), (), {"n": 2}).tree != result.tree
+    raw = json.loads(result.to_json(key))
+    raw["place"]["entries"][0][1] = 4  # a size that is not what the tree digest covers
+    with pytest.raises(CacheCorruptError):
+        ActionResult.from_json(json.dumps(raw).encode(), check_tree=True, key=key)
+    raw["place"]["entries"][0] = ["../escape", 3, "crc32c=AAAA=="]
+    with pytest.raises(CacheCorruptError):
+        ActionResult.from_json(json.dumps(raw).encode(), check_tree=True, key=key)
