@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mbuild.errors import CacheCorruptError
+from mbuild.errors import CacheCorruptError, InPlaceChanged
 from mbuild.stores.inplace.store import InPlaceStore
 from mbuild.stores.localdb import LocalDB
 from mbuild.stores.results import ActionResult
@@ -69,7 +69,7 @@ def lookup(
         if remote is not None:
             remote.forget(key, message)
         if on_corrupt is not None:
-            on_corrupt(key, CacheCorruptError(message))
+            on_corrupt(key, InPlaceChanged(message))
     return found
 
 

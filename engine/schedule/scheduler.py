@@ -26,7 +26,7 @@ from typing import Any
 
 from mbuild.action.services import Services
 from mbuild.action.spec import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran
-from mbuild.errors import BlobUnavailableError, MbuildError, OutputPathTaken
+from mbuild.errors import BlobUnavailableError, InPlaceChanged, MbuildError, OutputPathTaken
 from mbuild.events import ActionEvent, Console, EventsFile, TransferProgress
 from mbuild.keys.action_key import KeyParts, file_input, key_parts, tree_input
 from mbuild.keys.codeprint import CodePrinter
@@ -88,6 +88,7 @@ class Scheduler:
         self.remote_queue: list[int] = []  # local misses waiting for one batched remote lookup
         self.worker_requests = 0  # remote requests made by workers and jobs
         self.warned: set[str] = set()
+        self.changed_places: set[str] = set()  # keys whose in-place output changed: no need to ask the remote
         lease = workspace.settings.lease
         shared = self.remote_config is not None and self.remote_config.upload  # leases where results are published
         self.exec_config = ExecConfig(
@@ -194,7 +195,7 @@ class Scheduler:
             st.result, st.digest = result, result.tree
             self._settle(i, State.HIT)
             return
-        if self.remote is not None and self.remote.available:
+        if self.remote is not None and self.remote.available and st.key not in self.changed_places:
             self.remote_queue.append(i)  # asked together with the other misses of this round
             return
         self._miss(i)
@@ -252,6 +253,12 @@ class Scheduler:
         return found.result if found is not None else None
 
     def _corrupt(self, key: str, exc: Exception) -> None:
+        if isinstance(exc, InPlaceChanged):  # the remote's record names the same manifest: it is replaced when rebuilt
+            self.changed_places.add(key)
+            if self.remote is not None:
+                self.remote.forget(key, str(exc))
+            self.console.line(f"warning: {exc}")
+            return
         self.console.line(f"warning: dropping corrupt cache entry {key}: {exc}")
 
     def _submit(self, i: int, announce: bool = True) -> None:
