@@ -256,3 +256,14 @@ def test_an_in_place_record_round_trips_and_its_digest_ignores_the_url():
     raw["place"]["entries"][0] = ["../escape", 3, "crc32c=AAAA=="]
     with pytest.raises(CacheCorruptError):
         ActionResult.from_json(json.dumps(raw).encode(), check_tree=True, key=key)
+
+
+def test_a_genrule_writes_in_place_at_out_url(ws, tmp_path):
+    prefix = tmp_path / "outputs"
+    ws.write("WORKSPACE.toml", f"[outputs]\nprefix = {json.dumps(str(prefix))}\n")
+    ws.build_file("g", 'genrule(name="made", outs=["d/a.txt"], cmd="mkdir -p $(OUT_URL)/d && echo hi > $(OUTS) && test \\"$OUT_URL\\" = $(OUT_URL)", in_place=True)\n')
+    events = ws.build("//g:made")
+    assert ran(events) == {"//g:made"}
+    [made] = prefix.joinpath("g").glob("made-*")
+    assert made.joinpath("d/a.txt").read_text() == "hi\n" and made.joinpath(".mbuild-provenance.json").exists()
+    assert not (ws.root / "mbuild-out/g/made").exists()
