@@ -87,6 +87,10 @@ class CacheCorruptError(MbuildError):
     """A cache entry or blob failed verification. Callers treat it as a miss, never as a result."""
 
 
+class InPlaceChanged(CacheCorruptError):
+    """An in-place output's store no longer holds what its record's manifest says (a miss; it reruns)."""
+
+
 class RecordKeyMismatch(CacheCorruptError):
     """A result record stored under one key answers another (copied or swapped): a miss, with a warning."""
 

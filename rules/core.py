@@ -31,14 +31,21 @@ GENRULE_PATH = "/usr/local/bin:/usr/bin:/bin"
 )
 def py_function(ctx: ActionContext):
     """Call `fn(config, inputs, out_dir)`; its return value (JSON) becomes the target's value.
-    With `resumable=True`: `fn(config, inputs, out_dir, work_dir=...)`, the directory kept across failed attempts."""
+    With `resumable=True`: `fn(config, inputs, out_dir, work_dir=...)`, the directory kept across failed attempts.
+    With `in_place=True`, `out_dir` is where the output stays: a `Path` for a local [outputs].prefix,
+    else the gs:// or s3:// URL (a str); `fs=` is an fsspec filesystem for it."""
     fn = resolve_rule(ctx.attr.fn)
+    out = ctx.out
+    extra = {}
+    if ctx.out_url is not None:
+        out = ctx.out_url if "://" in ctx.out_url else Path(ctx.out_url)
+        extra["fs"] = ctx.out_fs
     if ctx.work is not None:
-        return fn(ctx.attr.config, dict(ctx.inputs.inputs), ctx.out, work_dir=ctx.work)
-    return fn(ctx.attr.config, dict(ctx.inputs.inputs), ctx.out)
+        extra["work_dir"] = ctx.work
+    return fn(ctx.attr.config, dict(ctx.inputs.inputs), out, **extra)
 
 
-_MAKE_VAR = re.compile(r"\$\((location|locations|SRCS|OUTS|OUT_DIR|WORK_DIR)(?:\s+([^)]+))?\)")
+_MAKE_VAR = re.compile(r"\$\((location|locations|SRCS|OUTS|OUT_DIR|OUT_URL|WORK_DIR)(?:\s+([^)]+))?\)")
 
 
 @rule(
@@ -52,9 +59,13 @@ _MAKE_VAR = re.compile(r"\$\((location|locations|SRCS|OUTS|OUT_DIR|WORK_DIR)(?:\
 def genrule(ctx: ActionContext):
     """Run a bash command with a fixed PATH in a scratch directory; it writes the declared outputs."""
     srcs = [p for path in ctx.inputs.srcs for p in _files_of(path)]
-    outs = [ctx.out / o for o in ctx.attr.outs]
-    for o in outs:
-        o.parent.mkdir(parents=True, exist_ok=True)
+    if ctx.out_url is not None and "://" in ctx.out_url:  # in place in a bucket: the command writes the URLs
+        outs = [f"{ctx.out_url}/{o}" for o in ctx.attr.outs]
+    else:
+        base = Path(ctx.out_url) if ctx.out_url is not None else ctx.out
+        outs = [base / o for o in ctx.attr.outs]
+        for o in outs:
+            o.parent.mkdir(parents=True, exist_ok=True)
     locations = _spellings({label: _files_of(path) for label, path in zip(ctx.labels.srcs, ctx.inputs.srcs)})
 
     def expand(match: re.Match) -> str:
@@ -65,6 +76,10 @@ def genrule(ctx: ActionContext):
             return " ".join(shlex.quote(str(p)) for p in outs)
         if name == "OUT_DIR":
             return shlex.quote(str(ctx.out))
+        if name == "OUT_URL":
+            if ctx.out_url is None:
+                raise ValueError("$(OUT_URL) needs in_place=True on the target")
+            return shlex.quote(ctx.out_url)
         if name == "WORK_DIR":
             if ctx.work is None:
                 raise ValueError("$(WORK_DIR) needs resumable=True on the target")
@@ -88,6 +103,8 @@ def genrule(ctx: ActionContext):
     env = {"PATH": GENRULE_PATH, "HOME": str(ctx.tmp), "TMPDIR": str(ctx.tmp), "LANG": "C.UTF-8", "OUT_DIR": str(ctx.out)}
     if ctx.work is not None:
         env["WORK_DIR"] = str(ctx.work)
+    if ctx.out_url is not None:
+        env["OUT_URL"] = ctx.out_url
     env.update({k: v for k, v in ctx.env.items() if v is not None})
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", cmd], cwd=ctx.tmp, env=env)
     if proc.returncode != 0:
@@ -109,7 +126,9 @@ def _spellings(by_label: dict[str, list[Path]]) -> dict[str, list[Path]]:
     return out
 
 
-def _files_of(path: Path) -> list[Path]:
+def _files_of(path: Path | str) -> list[Path | str]:
+    if isinstance(path, str):  # an in-place output in a bucket: its URL
+        return [path]
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink())
     return [path]

@@ -26,11 +26,15 @@ class ActionContext:
     - `work`: a resumable action's working directory, kept from a failed attempt to the next
       (None unless the rule or target is `resumable`); never an output itself
     - `env`: declared environment variables (the only ones in the key)
+    - `out_url`: an in-place target's output location (gs://..., s3://..., or an absolute local
+      directory), which the action writes itself; `out_fs`: an fsspec filesystem for it (with the
+      workspace's [outputs].options). Both None unless the rule or target is `in_place`.
+    - `fs(url)`: an fsspec filesystem for a dependency's in-place output (`ctx.inputs.x` is its URL).
     """
 
     def __init__(
         self, attr: dict, inputs: dict, values: dict, labels: dict, out: Path, tmp: Path, env: dict, resources,
-        work: Path | None = None,
+        work: Path | None = None, out_url: str | None = None, places: Any = None,
     ):
         self.attr = SimpleNamespace(**attr)
         self.inputs = SimpleNamespace(**inputs)
@@ -41,19 +45,34 @@ class ActionContext:
         self.env = env
         self.resources = resources
         self.work = work
+        self.out_url = out_url
+        self._places = places
+        self.out_fs = places.filesystem(out_url) if places is not None and out_url is not None else None
+
+    def fs(self, url: str | Path) -> Any:
+        """An fsspec filesystem for an in-place output's URL (or local directory), with the
+        workspace's [outputs].options."""
+        if self._places is None:
+            import fsspec
+
+            return fsspec.filesystem(str(url).split("://", 1)[0] if "://" in str(url) else "file")
+        return self._places.filesystem(str(url))
 
     def log(self, message: str) -> None:
         print(message, flush=True)
 
 
-def invoke(spec: ActionSpec, paths: dict[str, Path], out: Path, tmp: Path, work: Path | None = None) -> Any:
+def invoke(
+    spec: ActionSpec, paths: dict[str, Path | str], out: Path, tmp: Path, work: Path | None = None, out_url: str | None = None,
+    places: Any = None,
+) -> Any:
     impl = resolve_rule(spec.rule)
     inputs = {k: map_labels(as_labels(v), lambda lab: paths[str(lab)]) for k, v in spec.deps.items()}
     values = {
         k: map_labels(as_labels(v), lambda lab: r.value if (r := spec.inputs[str(lab)].result) else None)
         for k, v in spec.deps.items()
     }
-    ctx = ActionContext(spec.config, inputs, values, dict(spec.deps), out, tmp, dict(spec.env), spec.resources, work)
+    ctx = ActionContext(spec.config, inputs, values, dict(spec.deps), out, tmp, dict(spec.env), spec.resources, work, out_url, places)
     return json_value(impl(ctx), spec.label)
 
 

@@ -25,15 +25,19 @@ class InputGone(Exception):
         self.label, self.reason = label, reason
 
 
-def stage_inputs(spec: ActionSpec, cas: LocalCAS, db: LocalDB, remote: RemoteCache | None, root: Path) -> tuple[dict[str, Path], int, InputGuard]:
+def stage_inputs(spec: ActionSpec, cas: LocalCAS, db: LocalDB, remote: RemoteCache | None, root: Path) -> tuple[dict[str, Path | str], int, InputGuard]:
     """(local paths for every input, bytes fetched, the guard that sees whether they changed):
     source files in place, output trees from the tree cache (checked), fetched from the remote
-    cache when they are not here."""
-    paths: dict[str, Path] = {}
+    cache when they are not here. An in-place output is its URL (a str), or its local directory."""
+    paths: dict[str, Path | str] = {}
     fetched = 0
     for label, inp in spec.inputs.items():
         if inp.result is None:
             paths[label] = root / inp.relpath
+            continue
+        if inp.result.place is not None:  # read where it is; the lookup that found it listed it
+            url = inp.result.place.url
+            paths[label] = url if "://" in url else Path(url)
             continue
         try:
             paths[label], n = trees.ensure_from(inp.result, cas, remote, db)
@@ -65,6 +69,8 @@ class InputGuard:
         now = time.time_ns()
         watched = []
         for label, inp in spec.inputs.items():
+            if inp.result is not None and inp.result.place is not None:
+                continue  # in place: not a tree of this cache (its manifest is checked at lookup)
             path = str(paths[label])
             before = trees.stamps(path, inp.result) if inp.result is not None else _file_stamp(path)
             watched.append(_Watched(label, path, inp, before))

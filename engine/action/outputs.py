@@ -15,6 +15,7 @@ from typing import Any
 from mbuild import faults
 from mbuild.action.spec import ActionSpec
 from mbuild.stores.cas import LocalCAS
+from mbuild.stores.inplace.manifest import Entry
 from mbuild.stores.results import ActionResult, OutputFile, OutputLink, check_link_target
 
 
@@ -33,6 +34,23 @@ def check_declared(outputs: tuple[str, ...], out: Path) -> None:
 
 class OutputsMissing(Exception):
     """The action returned normally but did not create every declared output."""
+
+
+def check_declared_in_place(outputs: tuple[str, ...], entries: tuple[Entry, ...], out: Path, url: str) -> None:
+    """An in-place action's declared outputs must be objects (or, with a trailing '/', prefixes of
+    objects) of its listing, and it must have written nothing under ctx.out."""
+    stray = sorted(p.name for p in out.iterdir())
+    if stray:
+        raise OutputsMissing(
+            f"an in-place target writes its output at ctx.out_url ({url}), not under ctx.out; it wrote {', '.join(stray[:3])}"
+        )
+    paths = {e.path for e in entries}
+    missing = [
+        decl for decl in outputs
+        if (not any(p.startswith(decl) for p in paths) if decl.endswith("/") else decl not in paths)
+    ]
+    if missing:
+        raise OutputsMissing(f"declared outputs were not written under {url}: " + ", ".join(missing))
 
 
 def collect(out: Path, cas: LocalCAS, value: Any, meta: dict) -> ActionResult:
@@ -84,4 +102,40 @@ def action_meta(spec: ActionSpec, started: float) -> dict:
         "pid": os.getpid(),
         "started": started,
         "seconds": round(time.time() - started, 6),
+    }
+
+
+def provenance_record(spec: ActionSpec, result: ActionResult) -> dict:
+    """What an in-place output's `.mbuild-provenance.json` says: what produced it and how to rebuild
+    it (like Marin's `.executor_info`), for a person browsing the bucket. Never read by mbuild."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        mbuild_version = version("mbuild")
+    except PackageNotFoundError:
+        mbuild_version = "unknown"
+    place = result.place
+    return {
+        "label": spec.label,
+        "key": spec.key,
+        "url": place.url if place else None,
+        "rebuild": f"mbuild build {spec.label}",
+        "key_parts": {
+            "rule": spec.rule,
+            "config": spec.config,
+            "inputs": {label: inp.digest for label, inp in sorted(spec.inputs.items())},
+            "outputs": list(spec.outputs),
+            "env": sorted(spec.env),
+        },
+        "manifest_digest": place.digest if place else None,
+        "objects": len(place.entries) if place else 0,
+        "bytes": place.total_bytes if place else 0,
+        "tree": result.tree,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "started": result.meta.get("started"),
+        "seconds": result.meta.get("seconds"),
+        "host": socket.gethostname(),
+        "user": result.meta.get("user"),
+        "pid": os.getpid(),
+        "mbuild_version": mbuild_version,
     }

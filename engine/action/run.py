@@ -21,14 +21,18 @@ from mbuild.action import resume, sandbox
 from mbuild.action.context import invoke
 from mbuild.action.inputs import InputGone, stage_inputs
 from mbuild.action.logs import failure_line, keep_log, output_to, tail
-from mbuild.action.outputs import action_meta, check_declared, collect
+from mbuild.action.outputs import OutputsMissing, action_meta, check_declared, check_declared_in_place, collect
 from mbuild.action.services import Services
 from mbuild.action.spec import ActionSpec, ExecConfig, Failed, InputUnavailable, Produced
 from mbuild.errors import StopRequested
 from mbuild.leases import Heartbeat, LeaseLost
 from mbuild.leases.on_loss import stop_on_loss
 from mbuild.stores import trees
+from mbuild.stores.inplace.listing import ListingError
+from mbuild.stores.inplace.manifest import Place
+from mbuild.stores.inplace.store import InPlaceStore
 from mbuild.stores.localdb import LocalDB
+from mbuild.stores.results import ActionResult
 
 
 def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat: Heartbeat, box: sandbox.Sandbox) -> Produced | Failed | InputUnavailable:
@@ -47,12 +51,20 @@ def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat:
         return InputUnavailable(gone.label, gone.reason)
     faults.point("running")
     started = time.time()
-    protected = [str(paths[label]) for label in spec.inputs]
+    places = services.places(config) if spec.in_place else None
+    if spec.in_place and places is None:
+        return failed(db, spec, f"{spec.label} is in_place but this build has no [outputs] settings", "", "")
+    url = places.url_for(spec.label, spec.key) if places is not None else None
+    protected = [str(paths[label]) for label in spec.inputs if "://" not in str(paths[label])]
     with output_to(scratch.log, config.capture_output) as log, stop_on_loss(heartbeat, "interrupt" if config.in_process else "exit"), box.read_only(protected):
         try:
             work = claim_work(spec, cache, heartbeat) if spec.resumable else None
-            value = invoke(spec, paths, scratch.out, scratch.tmp, work)
-            check_declared(spec.outputs, scratch.out)
+            if places is not None:
+                prepare_place(spec, places, url, heartbeat)
+                value = invoke(spec, paths, scratch.out, scratch.tmp, work, url, places)
+            else:
+                value = invoke(spec, paths, scratch.out, scratch.tmp, work, places=services.places(config))
+                check_declared(spec.outputs, scratch.out)
         except LeaseLost:
             raise
         except BaseException as exc:  # the rule's own failure (sys.exit and KeyboardInterrupt too): report it, cache nothing
@@ -85,6 +97,8 @@ def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat:
     if failure is not None:
         return failed(db, spec, failure_line(failure, scratch.out), tail(Path(log_path)), log_path)
     faults.point("hashing")
+    if places is not None:
+        return produced_in_place(spec, places, url, value, started, scratch.out, cas, db, log_path or "", fetched)
     try:
         result = collect(scratch.out, cas, value, action_meta(spec, started))
     except ValueError as exc:
@@ -100,6 +114,34 @@ def claim_work(spec: ActionSpec, cache: Path, heartbeat: Heartbeat) -> Path:
     if claimed.resumed_from is not None:
         print(f"mbuild: resuming {spec.label} in {claimed.path} (left by lease epoch {claimed.resumed_from})", flush=True)
     return claimed.path
+
+
+def prepare_place(spec: ActionSpec, places: InPlaceStore, url: str, heartbeat: Heartbeat) -> None:
+    """Under the lease: clear what an earlier attempt left at the output's URL (a resumable action
+    keeps it), saying so in the log. Raises InPlaceTaken for objects mbuild did not write there."""
+    heartbeat.check()
+    outcome = places.prepare(url, spec.key, spec.label, keep=spec.resumable)
+    if outcome == "cleared":
+        print(f"mbuild: cleared what an earlier attempt of {spec.label} left at {url}", flush=True)
+    elif outcome == "resumed":
+        print(f"mbuild: resuming {spec.label} in place at {url}", flush=True)
+
+
+def produced_in_place(
+    spec: ActionSpec, places: InPlaceStore, url: str, value, started: float, out: Path, cas, db: LocalDB, log: str, fetched: int,
+) -> Produced | Failed:
+    """The result of an in-place action: the store's listing of its URL (no byte read from a bucket)
+    as the manifest, checked against its declared outputs."""
+    try:
+        entries = places.list(url)
+        check_declared_in_place(spec.outputs, entries, out, url)
+    except (ListingError, OutputsMissing) as exc:
+        return failed(db, spec, str(exc), "", log)
+    except Exception as exc:  # the store failed to list (network, permissions): nothing can be recorded
+        return failed(db, spec, f"cannot list the in-place output at {url}: {type(exc).__name__}: {exc}", "", log)
+    result = ActionResult.make((), (), (), value, action_meta(spec, started), Place(url, entries))
+    trees.adopt(out, result, cas)  # an empty tree: dependents read the output at its URL
+    return Produced(result, log, bytes_down=fetched)
 
 
 def failed(db: LocalDB, spec: ActionSpec, error: str, detail: str, log: str) -> Failed:

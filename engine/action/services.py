@@ -20,6 +20,7 @@ from mbuild.events import TransferProgress
 from mbuild.leases import LeaseStore, LmdbObject, default_margin, open_leases
 from mbuild.leases.guarded import GuardedLease
 from mbuild.stores.cas import LocalCAS
+from mbuild.stores.inplace.store import InPlaceStore
 from mbuild.stores.localdb import LocalDB
 
 if TYPE_CHECKING:  # the remote store (and asyncio) load only when a remote cache is configured
@@ -35,6 +36,7 @@ class Services:
         self._remotes: dict[str, tuple[str, RemoteCache]] = {}  # remote config -> (build, its client)
         self._leases: dict[tuple, tuple[str, LeaseStore]] = {}  # -> (build, store)
         self._scratch: dict[tuple[str, int], Scratch] = {}
+        self._places: dict[str, InPlaceStore] = {}
         self._warnings: list[str] = []  # from remote-cache clients, handed to the driver with outcomes
 
     def stores(self, cache_dir: str) -> tuple[LocalCAS, LocalDB]:
@@ -96,6 +98,17 @@ class Services:
                     margin=default_margin(config.lease_ttl), pid_check=True,
                 )
             self._leases[key] = (build, store)
+        return store
+
+    def places(self, config: ExecConfig) -> InPlaceStore | None:
+        """The in-place output store of `config` (one per configuration), or None without one."""
+        if config.places is None:
+            return None
+        key = repr(config.places)
+        with self._lock:
+            store = self._places.get(key)
+            if store is None:
+                store = self._places[key] = InPlaceStore(config.places)
         return store
 
     def scratch(self, cache: Path) -> Scratch:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mbuild.leases import Holder
 from mbuild.model.attrs import Resources
+from mbuild.stores.inplace.store import PlaceConfig
 from mbuild.stores.results import ActionResult
 
 if TYPE_CHECKING:  # the remote store (and asyncio) load only when a remote cache is configured
@@ -39,6 +40,7 @@ class ActionSpec:
     resources: Resources | None = None
     trust_cache: bool = True  # False: a cached result proved unusable; run it, whatever entries say
     resumable: bool = False  # gets ctx.work, kept from a failed attempt to the next (action/resume.py)
+    in_place: bool = False  # writes its output itself at ctx.out_url (stores/inplace)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class ExecConfig:
     storage_options: dict = field(default_factory=dict)  # fsspec options for a remote lease store
     in_process: bool = False  # run in the driver's process: a lost lease interrupts the thread, not exit
     remote: RemoteConfig | None = None  # the shared remote cache, if any
+    places: PlaceConfig | None = None  # where in-place outputs go ([outputs] of WORKSPACE.toml)
     build: str = ""  # the build's id: its processes share what they learn about the remote (LocalDB.remote_health)
 
 

@@ -4,7 +4,7 @@ In a key: the key format, the workspace salt, the rule's identity and version, t
 its code, the versions of the third-party distributions its code imports and the Python minor
 version, its configuration attributes, its declared outputs, its inputs (source files by
 workspace-relative path and content digest, dependency targets by label and the digest of their
-outputs), and the values of its declared environment variables. Never: absolute paths, the
+outputs), and the values of its declared environment variables (and whether its output is in place). Never: absolute paths, the
 workspace location, host, user, time, resources, the platform or the CPU count.
 """
 
@@ -32,13 +32,13 @@ class KeyParts:
     inputs: dict[str, Any]  # attribute -> structure of ["file", relpath, digest] / ["tree", label, digest]
     env: dict[str, str | None]
     salt: str
+    in_place: bool = False  # the output is written in place: a result of another form, so another key
 
     def key(self) -> str:
-        return digest_bytes(
-            encode(
-                [KEY_FORMAT, self.salt, self.rule, self.code.key, self.config, list(self.outputs), self.inputs, self.env]
-            )
-        )
+        parts = [KEY_FORMAT, self.salt, self.rule, self.code.key, self.config, list(self.outputs), self.inputs, self.env]
+        if self.in_place:
+            parts.append("in-place")
+        return digest_bytes(encode(parts))
 
 
 def file_input(relpath: str, digest: str) -> list:
@@ -60,4 +60,5 @@ def key_parts(node: Target, describe: Callable[[Label], list], codeprinter: Code
         inputs={k: map_labels(v, describe) for k, v in node.deps.items()},
         env={name: environ.get(name) for name in node.env},
         salt=salt,
+        in_place=node.in_place,
     )

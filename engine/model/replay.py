@@ -42,7 +42,7 @@ class Replayer:
 
     def to_plain(self, target: Target) -> list | None:
         """[rule module, rule name, config, deps, outputs, env, tags, BUILD file, line, resumable], or None."""
-        if target.resources is not None or not is_plain(target.config) or any(type(t) is not str for t in target.tags):
+        if target.in_place or target.resources is not None or not is_plain(target.config) or any(type(t) is not str for t in target.tags):
             return None
         name = self._name_of(target.rule)
         if name is None:

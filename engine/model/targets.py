@@ -82,7 +82,7 @@ def resolve_lines(locations: Iterable[Location]) -> None:
             loc._code = None
 
 
-COMMON_ATTRS = ("name", "tags", "resources", "env", "resumable")
+COMMON_ATTRS = ("name", "tags", "resources", "env", "resumable", "in_place")
 
 
 class Rule:
@@ -91,6 +91,8 @@ class Rule:
     `outputs` is a sequence of relative paths (a trailing '/' declares a directory) or a function
     from the target's configuration to such a sequence. `resumable`: its actions get `ctx.work`, a
     working directory kept from one failed attempt to the next (a target may say otherwise).
+    `in_place`: its actions write their output themselves under the workspace's [outputs].prefix
+    (`ctx.out_url`), and mbuild records the store's listing of it instead of copying it.
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class Rule:
         doc: str | None = None,
         kind: str | None = None,
         resumable: bool = False,
+        in_place: bool = False,
     ):
         module = getattr(impl, "__module__", None) or ""
         if module.startswith("BUILD:") or module == "__main__":
@@ -129,6 +132,9 @@ class Rule:
         if not isinstance(resumable, bool):
             raise RuleDefinitionError(f"rule {impl.__qualname__!r}: resumable must be True or False, got {resumable!r}")
         self.resumable = resumable
+        if not isinstance(in_place, bool):
+            raise RuleDefinitionError(f"rule {impl.__qualname__!r}: in_place must be True or False, got {in_place!r}")
+        self.in_place = in_place
         self.doc = doc if doc is not None else (impl.__doc__ or "").strip()
         self.module = module
         self.identity = f"{module}:{impl.__qualname__}"
@@ -165,13 +171,14 @@ def rule(
     doc: str | None = None,
     kind: str | None = None,
     resumable: bool = False,
+    in_place: bool = False,
 ):
     """Decorator making a rule from `impl(ctx) -> JSON-able value | None`."""
 
     def wrap(fn: Callable) -> Rule:
         return Rule(
             fn, attrs=attrs or {}, outputs=outputs, version=version, resources=resources, env=env, doc=doc, kind=kind,
-            resumable=resumable,
+            resumable=resumable, in_place=in_place,
         )
 
     return wrap(impl) if impl is not None else wrap
@@ -192,6 +199,7 @@ class Target:
     location: Location
     config_bytes: bytes = field(repr=False)  # canonical encoding of `config`
     resumable: bool = False  # gets a working directory kept across failed attempts (not in the key)
+    in_place: bool = False  # writes its output under [outputs].prefix itself (in the key: its result's form)
 
     @property
     def runs_on_fray(self) -> bool:
@@ -276,6 +284,9 @@ def make_target(rule: Rule, package: str, name: Any, kwargs: dict[str, Any], loc
     resumable = kwargs.pop("resumable", rule.resumable)
     if not isinstance(resumable, bool):
         raise RuleDefinitionError(f"{where}: attribute 'resumable' must be True or False, got {resumable!r}")
+    in_place = kwargs.pop("in_place", rule.in_place)
+    if not isinstance(in_place, bool):
+        raise RuleDefinitionError(f"{where}: attribute 'in_place' must be True or False, got {in_place!r}")
 
     config: dict[str, Any] = {}
     deps: dict[str, DepValue] = {}
@@ -313,6 +324,7 @@ def make_target(rule: Rule, package: str, name: Any, kwargs: dict[str, Any], loc
         location=location,
         config_bytes=config_bytes,
         resumable=resumable,
+        in_place=in_place,
     )
 
 

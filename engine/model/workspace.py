@@ -83,6 +83,14 @@ class FraySection:
 
 
 @dataclass(frozen=True)
+class OutputsSection:
+    """[outputs]: where in-place outputs (targets with in_place=True) are written by their actions."""
+
+    prefix: str = ""  # gs://bucket/p, s3://bucket/p, file:///dir or a directory; "" = <cache_dir>/inplace
+    options: dict = field(default_factory=dict)  # fsspec storage options (endpoint_url, token, ...)
+
+
+@dataclass(frozen=True)
 class LeaseSection:
     """[lease]: the single-flight lease every action is run under."""
 
@@ -97,6 +105,7 @@ class Settings:
     remote: RemoteSection = field(default_factory=RemoteSection)
     fray: FraySection = field(default_factory=FraySection)
     lease: LeaseSection = field(default_factory=LeaseSection)
+    outputs: OutputsSection = field(default_factory=OutputsSection)
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,17 @@ class Workspace:
     @property
     def outputs_dir(self) -> Path:
         return self._resolve(self.settings.build.outputs_dir)
+
+    @property
+    def inplace_prefix(self) -> str:
+        """[outputs].prefix resolved: a gs:// or s3:// URL (canonical scheme, no trailing slash) or an
+        absolute local directory (relative ones are under the workspace root)."""
+        scheme, sep, rest = (prefix := self.settings.outputs.prefix.strip()).partition("://")
+        if sep and scheme.lower() != "file":  # gs, gcs, s3, s3a (checked when read)
+            return ("gs" if scheme.lower() in ("gs", "gcs") else "s3") + "://" + rest.strip("/")
+        if sep:
+            return (rest[len("localhost"):] if rest.startswith("localhost/") else rest).rstrip("/") or "/"
+        return str(self._resolve(prefix) if prefix else self.cache_dir / "inplace").rstrip("/") or "/"
 
     @property
     def jobs(self) -> int:
@@ -217,6 +237,7 @@ def _check_ranges(settings: Settings, file: str) -> None:
     if not (math.isfinite(settings.lease.ttl) and settings.lease.ttl > 0):
         raise WorkspaceError(f"{file}: [lease].ttl must be a finite, positive number of seconds, got {settings.lease.ttl}")
     _check_remote(settings.remote, file)
+    _check_outputs(settings.outputs, file)
     if settings.fray.backend == "iris" and not settings.fray.controller:
         raise WorkspaceError(f"{file}: [fray].backend = \"iris\" needs [fray].controller{_CONTROLLER_HINT}")
     if not 0 < settings.lease.renew < settings.lease.ttl * 5 / 6:
@@ -335,6 +356,17 @@ def _check_remote(remote: RemoteSection, file: str) -> None:
         raise WorkspaceError(f"{file}: [remote].timeout must be a positive number of seconds, got {remote.timeout!r}")
     if remote.max_failures < 1:
         raise WorkspaceError(f"{file}: [remote].max_failures must be at least 1, got {remote.max_failures!r}")
+
+
+def _check_outputs(outputs: OutputsSection, file: str) -> None:
+    prefix = outputs.prefix.strip()
+    if not prefix:
+        return
+    scheme, sep, rest = prefix.partition("://")
+    if sep and scheme.lower() not in REMOTE_SCHEMES:
+        raise WorkspaceError(f"{file}: [outputs].prefix must be a gs://, s3:// or file:// URL or a directory, got {prefix!r}")
+    if sep:
+        check_remote_url(prefix, f"{file}: [outputs].prefix")
 
 
 def _build(cls: type, data: dict, file: str, prefix: str):

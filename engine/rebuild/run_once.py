@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mbuild.action import resume, sandbox
+from mbuild.action.outputs import provenance_record
 from mbuild.action.run import execute
 from mbuild.action.services import Services, process_services
 from mbuild.action.spec import ActionSpec, Busy, ExecConfig, Failed, Outcome, Produced, Ran
@@ -21,6 +22,7 @@ from mbuild.leases.guarded import RemoteLeaseError
 from mbuild.rebuild.publish import publish
 from mbuild.rebuild.single_flight import LeaseBusy, StepAlreadyDone, single_flight
 from mbuild.rebuild.slot import ActionSlot
+from mbuild.stores.inplace.store import InPlaceStore
 
 
 def run_action(spec: ActionSpec, config: ExecConfig, services: Services | None = None) -> Outcome:
@@ -32,7 +34,8 @@ def run_action(spec: ActionSpec, config: ExecConfig, services: Services | None =
     remote = services.remote(config)
     local_leases = remote is None or not remote.available or not remote.may_upload
     requests_before = remote.stats.requests if remote is not None else 0
-    slot = ActionSlot(spec, db, services.leases(config, local=local_leases), remote if spec.trust_cache else None)
+    places = services.places(config)
+    slot = ActionSlot(spec, db, services.leases(config, local=local_leases), remote if spec.trust_cache else None, places)
 
     def work(heartbeat: Heartbeat) -> Outcome:
         outcome = execute(spec, config, services, heartbeat, box)
@@ -41,6 +44,8 @@ def run_action(spec: ActionSpec, config: ExecConfig, services: Services | None =
         ran = publish(spec, outcome, cas, db, remote, heartbeat)
         if spec.resumable:
             resume.discard(Path(config.cache_dir), spec.key)  # published: the working state has served
+        if ran.result.place is not None and places is not None:
+            write_provenance(places, spec, ran)
         return ran
 
     try:
@@ -64,8 +69,17 @@ def run_action(spec: ActionSpec, config: ExecConfig, services: Services | None =
         outcome = Failed(str(DiskFullError.of(exc, config.cache_dir)), "", "")
     if isinstance(outcome, Ran):
         outcome.requests = remote.stats.requests - requests_before if remote is not None else 0
-        outcome.warnings = services.take_warnings()
+        outcome.warnings = [*outcome.warnings, *services.take_warnings()]
     return outcome
+
+
+def write_provenance(places: InPlaceStore, spec: ActionSpec, ran: Ran) -> None:
+    """The provenance record next to a published in-place output; a failure to write it is said in
+    the warnings, never fails the action (it is for people, and nothing reads it)."""
+    try:
+        places.write_provenance(ran.result.place.url, provenance_record(spec, ran.result))
+    except Exception as exc:  # the store refused or failed: the result stands
+        ran.warnings.append(f"in-place provenance: could not write it at {ran.result.place.url}: {type(exc).__name__}: {exc}")
 
 
 def _holder_or_none(leases: LeaseStore, key: str) -> Holder | None:

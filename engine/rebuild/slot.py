@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from mbuild.action.spec import ActionSpec
 from mbuild.leases import Lease, LeaseStore
 from mbuild.rebuild.lookup import lookup_one
+from mbuild.stores.inplace.store import InPlaceStore
 from mbuild.stores.localdb import LocalDB
 from mbuild.stores.results import ActionResult
 
@@ -16,13 +17,13 @@ if TYPE_CHECKING:
 
 
 class ActionSlot:
-    def __init__(self, spec: ActionSpec, db: LocalDB, leases: LeaseStore, remote: RemoteCache | None):
-        self.spec, self.db, self.leases, self.remote = spec, db, leases, remote
+    def __init__(self, spec: ActionSpec, db: LocalDB, leases: LeaseStore, remote: RemoteCache | None, places: InPlaceStore | None = None):
+        self.spec, self.db, self.leases, self.remote, self.places = spec, db, leases, remote, places
         self.result: ActionResult | None = None  # the result `done` found
         self.remote_hit = False
 
     def done(self) -> bool:
-        found = lookup_one(self.spec.key, self.db, self.remote)
+        found = lookup_one(self.spec.key, self.db, self.remote, places=self.places)
         self.result = found.result if found is not None else None
         self.remote_hit = found is not None and found.remote
         return found is not None

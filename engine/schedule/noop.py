@@ -132,6 +132,8 @@ def record(db: LocalDB, key: str, reads: Reads, ws: Workspace, graph: Graph, res
         st = result.statuses[node.label]
         if st.state not in (State.HIT, State.RAN) or st.key is None or st.result is None:
             return False
+        if st.result.place is not None:
+            return False  # an in-place output is checked by listing its store on every build, never by stamps
         for name in node.env:
             env[name] = os.environ.get(name)
         nodes.append([TARGET, node.label.package, node.label.name, st.key, None, graph.deps[i]])

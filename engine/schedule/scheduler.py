@@ -26,7 +26,7 @@ from typing import Any
 
 from mbuild.action.services import Services
 from mbuild.action.spec import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran
-from mbuild.errors import BlobUnavailableError, MbuildError, OutputPathTaken
+from mbuild.errors import BlobUnavailableError, InPlaceChanged, MbuildError, OutputPathTaken
 from mbuild.events import ActionEvent, Console, EventsFile, TransferProgress
 from mbuild.keys.action_key import KeyParts, file_input, key_parts, tree_input
 from mbuild.keys.codeprint import CodePrinter
@@ -47,6 +47,7 @@ from mbuild.schedule.outputs import Materializer
 from mbuild.schedule.settings import remote_config
 from mbuild.schedule.status import EVENT_STATUS, RESOLVED, RETRY_MAX, BuildOptions, BuildResult, NodeStatus, Prior, State
 from mbuild.schedule.summary import summarize
+from mbuild.stores.inplace.store import PlaceConfig
 from mbuild.stores.results import ActionResult
 
 _MAX_RERUNS = 2  # times an action reruns because a dependency's stored bytes went bad
@@ -87,6 +88,7 @@ class Scheduler:
         self.remote_queue: list[int] = []  # local misses waiting for one batched remote lookup
         self.worker_requests = 0  # remote requests made by workers and jobs
         self.warned: set[str] = set()
+        self.changed_places: set[str] = set()  # keys whose in-place output changed: no need to ask the remote
         lease = workspace.settings.lease
         shared = self.remote_config is not None and self.remote_config.upload  # leases where results are published
         self.exec_config = ExecConfig(
@@ -94,7 +96,9 @@ class Scheduler:
             leases=self.remote_config.url.rstrip("/") + "/leases" if shared else "",
             storage_options=self.remote_config.storage_options if shared else {},
             remote=self.remote_config, build=self.build_id,
+            places=PlaceConfig(workspace.inplace_prefix, dict(workspace.settings.outputs.options)),
         )
+        self.places = self.services.places(self.exec_config)  # lists in-place outputs to check their hits
         self.timers: list[tuple[float, int]] = []  # (when, node): another look at an action held elsewhere
         os.environ["MBUILD_BUILDER_PID"] = str(os.getpid())  # what fault injection (crash tests) kills
         self.events = EventsFile(options.events)
@@ -192,7 +196,7 @@ class Scheduler:
             st.result, st.digest = result, result.tree
             self._settle(i, State.HIT)
             return
-        if self.remote is not None and self.remote.available:
+        if self.remote is not None and self.remote.available and st.key not in self.changed_places:
             self.remote_queue.append(i)  # asked together with the other misses of this round
             return
         self._miss(i)
@@ -202,7 +206,7 @@ class Scheduler:
         every blob it names present remotely. Hits are copied into the local cache; their bytes are
         fetched only if someone needs them here (build without the bytes)."""
         batch, self.remote_queue = self.remote_queue, []
-        hits = lookup([self.status[i].key for i in batch], self.db, self.remote, self._corrupt)
+        hits = lookup([self.status[i].key for i in batch], self.db, self.remote, self._corrupt, self.places)
         self._drop_remote_if_down()
         for i in batch:
             st = self.status[i]
@@ -246,10 +250,16 @@ class Scheduler:
 
     def _lookup(self, key: str) -> ActionResult | None:
         """A valid result in the local cache (the remote one is asked in batches: _remote_lookup)."""
-        found = lookup_one(key, self.db, None, self._corrupt)
+        found = lookup_one(key, self.db, None, self._corrupt, self.places)
         return found.result if found is not None else None
 
     def _corrupt(self, key: str, exc: Exception) -> None:
+        if isinstance(exc, InPlaceChanged):  # the remote's record names the same manifest: it is replaced when rebuilt
+            self.changed_places.add(key)
+            if self.remote is not None:
+                self.remote.forget(key, str(exc))
+            self.console.line(f"warning: {exc}")
+            return
         self.console.line(f"warning: dropping corrupt cache entry {key}: {exc}")
 
     def _submit(self, i: int, announce: bool = True) -> None:
@@ -285,7 +295,7 @@ class Scheduler:
     def _lookup_anywhere(self, key: str) -> ActionResult | None:
         """A result published by a job: in the local cache, or (a job elsewhere) in the remote one.
         Called from the fray poller thread."""
-        found = lookup_one(key, self.db, self.remote)
+        found = lookup_one(key, self.db, self.remote, places=self.places)
         return found.result if found is not None else None
 
     def _handle(self, i: int, outcome: Any, exc: BaseException | None, source: str) -> None:
@@ -395,7 +405,9 @@ class Scheduler:
         st.state = state
         st.because = because
         node = self.graph.order[i]
-        if state in RESOLVED and node.label in self.requested and not self.options.dry_run:
+        if state in RESOLVED and node.label in self.requested and not self.options.dry_run and st.result is not None and st.result.place is not None:
+            self.console.line(f"{node.label}: in place at {st.result.place.url}")  # nothing to place: it is where it was written
+        elif state in RESOLVED and node.label in self.requested and not self.options.dry_run:
             try:
                 self.outputs[node.label], fetched = self.materializer.place(node.label, st.result)
                 st.bytes_down += fetched
@@ -466,6 +478,7 @@ class Scheduler:
             resources=node.resources,
             trust_cache=not self.status[i].distrust,
             resumable=node.resumable,
+            in_place=node.in_place,
         )
 
     # --- explanations ----------------------------------------------------------------------------

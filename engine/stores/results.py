@@ -18,8 +18,10 @@ import orjson
 from mbuild.digests import digest_bytes, is_digest
 from mbuild.encoding import encode
 from mbuild.errors import CacheCorruptError, MbuildError, RecordKeyMismatch, StaleRecordFormat
+from mbuild.stores.inplace.manifest import Place
 
 RESULT_FORMAT = 2  # 2: records carry their key (format 1 records read as misses)
+PLACE_FORMAT = 3  # a record of an in-place output: format 2 plus "place" (older mbuilds read it as a miss)
 MAX_VALUE_BYTES = 1 << 20
 
 
@@ -46,14 +48,15 @@ class ActionResult:
     dirs: tuple[str, ...] = ()  # directories, so empty ones survive
     value: Any = None  # what the rule returned (JSON)
     meta: dict = field(default_factory=dict)  # who ran it, when, how long: not part of `tree`
-    tree: str = ""  # digest of files, links, dirs and value: what dependents' keys see
+    tree: str = ""  # digest of files, links, dirs, value (and an in-place manifest): what dependents' keys see
+    place: Place | None = None  # an in-place output: its URL and manifest (stores/inplace)
 
     @staticmethod
-    def make(files, links=(), dirs=(), value=None, meta=None) -> ActionResult:
+    def make(files, links=(), dirs=(), value=None, meta=None, place: Place | None = None) -> ActionResult:
         files = tuple(sorted(files, key=lambda f: f.path))
         links = tuple(sorted(links, key=lambda link: link.path))
         dirs = tuple(sorted(dirs))
-        return ActionResult(files, links, dirs, value, meta or {}, tree_digest(files, links, dirs, value))
+        return ActionResult(files, links, dirs, value, meta or {}, tree_digest(files, links, dirs, value, place), place)
 
     @property
     def total_bytes(self) -> int:
@@ -86,18 +89,19 @@ class ActionResult:
         return ActionResult.from_json(data, check_tree=check_tree, key=key)
 
     def to_json(self, key: str | None = None) -> bytes:
-        return orjson.dumps(
-            {
-                "format": RESULT_FORMAT,
-                "key": key,
-                "files": [[f.path, f.digest, f.size, f.executable] for f in self.files],
-                "links": [[link.path, link.target] for link in self.links],
-                "dirs": list(self.dirs),
-                "value": self.value,
-                "meta": self.meta,
-                "tree": self.tree,
-            }
-        )
+        record = {
+            "format": RESULT_FORMAT if self.place is None else PLACE_FORMAT,
+            "key": key,
+            "files": [[f.path, f.digest, f.size, f.executable] for f in self.files],
+            "links": [[link.path, link.target] for link in self.links],
+            "dirs": list(self.dirs),
+            "value": self.value,
+            "meta": self.meta,
+            "tree": self.tree,
+        }
+        if self.place is not None:
+            record["place"] = self.place.to_json()
+        return orjson.dumps(record)
 
     @staticmethod
     def from_json(data: bytes, check_tree: bool = True, key: str | None = None) -> ActionResult:
@@ -108,8 +112,9 @@ class ActionResult:
         """
         try:
             raw = orjson.loads(data)
-            if not isinstance(raw, dict) or raw.get("format") != RESULT_FORMAT:
+            if not isinstance(raw, dict) or raw.get("format") not in (RESULT_FORMAT, PLACE_FORMAT):
                 raise ValueError("unknown format")
+            place = Place.from_json(raw["place"], check_relpath) if raw["format"] == PLACE_FORMAT else None
             if key is not None and raw.get("key") != key:
                 raise ValueError(f"it names key {raw.get('key')!r}, not {key}")
             files = tuple(_file(entry) for entry in raw["files"])
@@ -126,13 +131,13 @@ class ActionResult:
             raise CacheCorruptError(f"unreadable action result: {exc}") from None
         if check_tree:
             try:
-                result = ActionResult.make(files, links, dirs, value, meta)
+                result = ActionResult.make(files, links, dirs, value, meta, place)
             except MbuildError as exc:  # a value the key encoding refuses (e.g. nested too deep)
                 raise CacheCorruptError(f"unreadable action result: {exc}") from None
             if result.tree != tree:
                 raise CacheCorruptError("action result does not match its tree digest")
         else:
-            result = ActionResult(files, links, dirs, value, meta, tree)
+            result = ActionResult(files, links, dirs, value, meta, tree, place)
         paths = [f.path for f in files] + [link.path for link in links]
         if len(set(paths)) != len(paths):
             raise CacheCorruptError("action result names one path twice")
@@ -154,17 +159,18 @@ def _named_key(data: bytes) -> str | None:
     return named if is_digest(named) else None
 
 
-def tree_digest(files, links, dirs, value) -> str:
-    return digest_bytes(
-        encode(
-            [
-                [[f.path, f.digest, f.size, f.executable] for f in files],
-                [[link.path, link.target] for link in links],
-                list(dirs),
-                value,
-            ]
-        )
-    )
+def tree_digest(files, links, dirs, value, place: Place | None = None) -> str:
+    """The digest dependents see. An in-place output adds its manifest's digest (not its URL, which
+    holds the action key: a rerun at another key that wrote the same bytes must digest the same)."""
+    parts = [
+        [[f.path, f.digest, f.size, f.executable] for f in files],
+        [[link.path, link.target] for link in links],
+        list(dirs),
+        value,
+    ]
+    if place is not None:
+        parts.append(["in-place", place.digest])
+    return digest_bytes(encode(parts))
 
 
 def check_relpath(path: str) -> str:

@@ -3,6 +3,7 @@
 import json
 
 from mbuild import ActionContext, attr, rule
+from rules.llm.places import readable
 
 
 @rule(
@@ -19,6 +20,7 @@ def eval_llama(ctx: ActionContext):
     from mllib.evaluate import evaluate
     from mllib.train import CHECKPOINT_DIR
 
-    result = evaluate(ctx.inputs.model / CHECKPOINT_DIR, ctx.inputs.data, ctx.attr.batch_size, ctx.attr.max_windows)
+    model, data = readable(ctx, ctx.inputs.model), readable(ctx, ctx.inputs.data)
+    result = evaluate(model / CHECKPOINT_DIR, data, ctx.attr.batch_size, ctx.attr.max_windows)
     (ctx.out / "eval.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result

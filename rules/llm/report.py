@@ -1,6 +1,7 @@
 """Rule: a markdown report with the loss curve and the eval numbers."""
 
 from mbuild import ActionContext, attr, rule
+from rules.llm.places import readable
 
 
 @rule(
@@ -16,4 +17,4 @@ def llama_report(ctx: ActionContext):
     from mllib.report import write_report
     from mllib.train import METRICS_NAME
 
-    return write_report(ctx.inputs.train / METRICS_NAME, ctx.values.eval, ctx.out, ctx.attr.title)
+    return write_report(readable(ctx, ctx.inputs.train) / METRICS_NAME, ctx.values.eval, ctx.out, ctx.attr.title)

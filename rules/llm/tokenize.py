@@ -1,6 +1,7 @@
 """Rule: both splits of a corpus encoded into numpy token shards with a JSON index."""
 
 from mbuild import ActionContext, attr, rule
+from rules.llm.places import writable
 
 
 @rule(
@@ -16,5 +17,6 @@ def tokenize(ctx: ActionContext):
     from mllib.shards import tokenize_splits
 
     splits = {"train": ctx.inputs.corpus / "train.txt", "val": ctx.inputs.corpus / "val.txt"}
-    index = tokenize_splits(ctx.inputs.tokenizer / "tokenizer.json", splits, ctx.out, ctx.attr.shard_tokens)
+    with writable(ctx) as out:  # ctx.out, or in place (BUILD.md: In-place outputs)
+        index = tokenize_splits(ctx.inputs.tokenizer / "tokenizer.json", splits, out, ctx.attr.shard_tokens)
     return {"vocab_size": index["vocab_size"], "tokens": {name: s["tokens"] for name, s in index["splits"].items()}}

@@ -3,6 +3,7 @@ saves a progress checkpoint in ctx.work every train.checkpoint_every steps, and 
 resumes from the newest complete one, to outputs byte-identical to an uninterrupted run."""
 
 from mbuild import ActionContext, attr, rule
+from rules.llm.places import readable, writable
 from mllib.config import LlamaConfig, TrainConfig
 
 
@@ -23,4 +24,5 @@ def train_llama(ctx: ActionContext):
     has no ctx.work, and always starts from step 0)."""
     from mllib.train import train
 
-    return train(ctx.attr.model, ctx.attr.train, ctx.inputs.data, ctx.out, log=ctx.log, work_dir=ctx.work)
+    with writable(ctx) as out:  # ctx.out, or in place (BUILD.md: In-place outputs)
+        return train(ctx.attr.model, ctx.attr.train, readable(ctx, ctx.inputs.data), out, log=ctx.log, work_dir=ctx.work)

@@ -92,6 +92,11 @@ class RemoteCache:
         link = self._ready()
         return getattr(link.backend, "fs", None) if link is not None and not self._breaker.is_open() else None
 
+    def forget(self, key: str, reason: str) -> None:
+        """The record of `key` is known not to hold (an in-place output changed under it): remember
+        it for the build, so a rebuilt result replaces it instead of leaving it in place."""
+        self._breaker.health.mark_bad("ac", key, reason)
+
     def get_results(self, keys: Sequence[str]) -> dict[str, ActionResult]:
         """The valid results among `keys`; absent, corrupt (reported) or unreachable ones are left out."""
         keys = _checked(keys, "action key")
