@@ -86,6 +86,14 @@ def _check_length(label: Label) -> None:
     )
 
 
+def importable(workspace: Workspace) -> None:
+    """Put the workspace root on `sys.path`, as loading does: BUILD files, rules and the functions
+    actions call import the workspace's own modules (worker processes get the driver's path)."""
+    root = str(workspace.root)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
 class Loader:
     """Evaluates BUILD files on demand and resolves labels to targets or source files."""
 
@@ -97,7 +105,7 @@ class Loader:
         self._sources: dict[Label, SourceFile] = {}
         self._real_dirs: dict[str, str] = {}  # directory -> its real path (for links leaving the workspace)
         self._root_prefix = os.path.join(str(self.root), "")  # what every real path inside the workspace starts with
-        workspace.importable()
+        importable(workspace)
 
     # --- packages ----------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import tomllib
 import types
 import typing
@@ -137,13 +136,6 @@ class Workspace:
     @property
     def jobs(self) -> int:
         return self.settings.build.jobs or default_jobs()
-
-    def importable(self) -> None:
-        """Put the root on `sys.path`, as loading does: BUILD files, rules and the functions actions
-        call import the workspace's own modules (worker processes get the driver's `sys.path`)."""
-        root = str(self.root)
-        if root not in sys.path:
-            sys.path.insert(0, root)
 
     def _resolve(self, setting: str) -> Path:
         path = Path(os.path.expanduser(setting))

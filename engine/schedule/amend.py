@@ -23,6 +23,7 @@ from mbuild.action.services import Services
 from mbuild.events import Console
 from mbuild.labels import Label
 from mbuild.model.graph import Graph
+from mbuild.model.loader import importable
 from mbuild.model.replay import Replayer
 from mbuild.model.targets import Node, SourceFile
 from mbuild.model.workspace import Workspace
@@ -58,7 +59,7 @@ def amend(
     plain = plain_targets(db, memo)
     if plain is None:
         return None
-    ws.importable()  # replayed rules and the functions their actions call import workspace modules
+    importable(ws)  # replayed rules and the functions their actions call import workspace modules
     replayer = Replayer()
     order: list[Node] = []
     try:
