@@ -1,0 +1,111 @@
+"""From StepSpecs to the engine's graph: expand dependencies, de-duplicate identical steps (same
+trace_id), find cycles (named), label each step, and make each a target of the `run_step` rule."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+
+from mbuild.errors import CycleError, RuleDefinitionError
+from mbuild.labels import Label
+from mbuild.model.graph import Graph
+from mbuild.model.targets import Location, make_target
+from mbuild.steps.rule import StepTarget, run_step
+from mbuild.steps.spec import StepDefinitionError, StepSpec, key_attrs
+
+PACKAGE = "steps"  # steps are labelled //steps:<name>
+_BAD = re.compile(r"[^A-Za-z0-9_\-.+=,@~/]+")
+
+
+def expand(roots: Iterable[StepSpec]) -> list[StepSpec]:
+    """Every step reachable from `roots`, each once, dependencies first; a cycle is an error naming it."""
+    order: list[StepSpec] = []
+    done: set[str] = set()
+    for root in roots:
+        if not isinstance(root, StepSpec):
+            raise StepDefinitionError(f"StepRunner.run takes StepSpecs (or StepRefs), got {root!r}")
+        _visit(root, order, done)
+    return order
+
+
+def _visit(root: StepSpec, order: list[StepSpec], done: set[str]) -> None:
+    on_stack: dict[int, int] = {}  # id -> position in stack (before trace ids: a cycle has none)
+    stack: list[tuple[StepSpec, int]] = [(root, 0)]
+    on_stack[id(root)] = 0
+    while stack:
+        step, i = stack[-1]
+        children = (*step.deps, *step.nonblocking)
+        if i < len(children):
+            stack[-1] = (step, i + 1)
+            child = children[i]
+            if id(child) in on_stack:
+                cycle = [s.name for s, _ in stack[on_stack[id(child)]:]] + [child.name]
+                raise CycleError(cycle)
+            if child.trace_id in done:
+                continue
+            on_stack[id(child)] = len(stack)
+            stack.append((child, 0))
+        else:
+            stack.pop()
+            on_stack.pop(id(step), None)
+            if step.trace_id not in done:
+                done.add(step.trace_id)
+                order.append(step)
+
+
+@dataclass
+class Plan:
+    """The steps in dependency order, their labels and targets, and the graph the scheduler walks."""
+
+    steps: list[StepSpec]
+    labels: dict[str, Label]  # trace_id -> label
+    by_label: dict[Label, StepSpec]
+    graph: Graph
+
+
+def label_names(steps: list[StepSpec]) -> dict[str, str]:
+    """Each step's label name: its name, or `name@<trace id>` when several steps share the name."""
+    count: dict[str, int] = {}
+    for s in steps:
+        count[s.name] = count.get(s.name, 0) + 1
+    names = {}
+    for s in steps:
+        base = _BAD.sub("_", s.name.strip("/")) or "step"
+        base = "/".join(p if p not in (".", "..") else "_" for p in base.split("/") if p)
+        names[s.trace_id] = base if count[s.name] == 1 else f"{base}@{s.trace_id[:8]}"
+    return names
+
+
+def make_plan(steps: list[StepSpec], main_module: str | None = None) -> Plan:
+    """`main_module`: the importable name of the script running as `__main__` (its code is keyed
+    under that name; None when it is not a module of the workspace)."""
+    names = label_names(steps)
+    labels = {s.trace_id: Label(PACKAGE, names[s.trace_id]) for s in steps}
+    order, index = [], {}
+    for s in steps:
+        label = labels[s.trace_id]
+        try:
+            target = make_target(
+                run_step, PACKAGE, label.name,
+                {
+                    "step": s.name, "code": list(s.code), "hash_attrs": key_attrs(s.hash_attrs),
+                    "deps": [str(labels[d.trace_id]) for d in dict.fromkeys(s.deps)],
+                    "nonblocking": sorted(d.trace_id for d in s.nonblocking), "env": list(s.env),
+                },
+                Location("<steps>"),
+            )
+        except RuleDefinitionError as exc:
+            raise StepDefinitionError(f"step {s.name!r}: {exc}") from None
+        modules = tuple(dict.fromkeys(
+            m for ref in s.code if (m := ref.partition(":")[0] if not ref.startswith("__main__:") else main_module)
+        ))
+        node = StepTarget(**{f.name: getattr(target, f.name) for f in fields(target)}, modules=modules)
+        index[label] = len(order)
+        order.append(node)
+    deps = [[index[d] for d in node.all_deps()] for node in order]
+    rdeps: list[list[int]] = [[] for _ in order]
+    for i, ds in enumerate(deps):
+        for d in ds:
+            rdeps[d].append(i)
+    return Plan(steps, labels, {labels[s.trace_id]: s for s in steps}, Graph(order, index, deps, rdeps))
