@@ -19,20 +19,24 @@ _BAD = re.compile(r"[^A-Za-z0-9_\-.+=,@~/]+")
 
 
 def expand(roots: Iterable[StepSpec]) -> list[StepSpec]:
-    """Every step reachable from `roots`, each once, dependencies first; a cycle is an error naming it."""
+    """Every step reachable from `roots`, each once, dependencies first; a cycle is an error naming it.
+    The walk is by object (a cycle has no trace id), then identical steps (equal trace ids) are one."""
     order: list[StepSpec] = []
-    done: set[str] = set()
+    done: set[int] = set()
     for root in roots:
         if not isinstance(root, StepSpec):
             raise StepDefinitionError(f"StepRunner.run takes StepSpecs (or StepRefs), got {root!r}")
-        _visit(root, order, done)
-    return order
+        if id(root) not in done:
+            _visit(root, order, done)
+    unique: dict[str, StepSpec] = {}
+    for step in order:
+        unique.setdefault(step.trace_id, step)
+    return list(unique.values())
 
 
-def _visit(root: StepSpec, order: list[StepSpec], done: set[str]) -> None:
-    on_stack: dict[int, int] = {}  # id -> position in stack (before trace ids: a cycle has none)
+def _visit(root: StepSpec, order: list[StepSpec], done: set[int]) -> None:
+    on_stack: dict[int, int] = {id(root): 0}  # id -> position in the stack
     stack: list[tuple[StepSpec, int]] = [(root, 0)]
-    on_stack[id(root)] = 0
     while stack:
         step, i = stack[-1]
         children = (*step.deps, *step.nonblocking)
@@ -42,16 +46,15 @@ def _visit(root: StepSpec, order: list[StepSpec], done: set[str]) -> None:
             if id(child) in on_stack:
                 cycle = [s.name for s, _ in stack[on_stack[id(child)]:]] + [child.name]
                 raise CycleError(cycle)
-            if child.trace_id in done:
+            if id(child) in done:
                 continue
             on_stack[id(child)] = len(stack)
             stack.append((child, 0))
         else:
             stack.pop()
             on_stack.pop(id(step), None)
-            if step.trace_id not in done:
-                done.add(step.trace_id)
-                order.append(step)
+            done.add(id(step))
+            order.append(step)
 
 
 @dataclass

@@ -155,6 +155,8 @@ def _ref_leaf(value: Any) -> Any:
         return ["step", value.step.trace_id, value.subpath, value.blocking]
     if isinstance(value, StepSpec):
         return ["step", value.trace_id, "", True]
+    if isinstance(value, type):
+        return None
     return getattr(value, "__mbuild_key__", lambda: None)()
 
 

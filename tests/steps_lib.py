@@ -1,0 +1,81 @@
+"""Step functions for tests/test_steps*.py: importable (their module's source is in the keys), each
+appending its name to $STEPS_TEST_LOG when it runs, so tests count executions."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from mbuild import StepRef, deferred, output, step
+
+
+def ran(name: str) -> None:
+    log = os.environ.get("STEPS_TEST_LOG")
+    if log:
+        with open(log, "a") as f:  # O_APPEND: one line per call, whatever the threads
+            f.write(name + "\n")
+
+
+def runs(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+def write_text(output_path: str, text: str = "x") -> dict:
+    ran(f"write:{text}")
+    Path(output_path, "out.txt").write_text(text)
+    return {"text": text}
+
+
+def concat(output_path: str, inputs: list, name: str) -> None:
+    """Reads each input's out.txt (paths resolved at run time) and writes their concatenation."""
+    ran(name)
+    parts = [Path(p, "out.txt").read_text() for p in inputs]
+    Path(output_path, "out.txt").write_text(name + "(" + ",".join(parts) + ")")
+
+
+def fail(output_path: str) -> None:
+    ran("fail")
+    raise ValueError("boom")
+
+
+def slow_once(output_path: str, gate: str) -> None:
+    """Waits until `gate` exists (the test opens it once every runner has started)."""
+    ran("slow")
+    for _ in range(2000):
+        if Path(gate).exists():
+            break
+        threading.Event().wait(0.005)
+    Path(output_path, "out.txt").write_text("slow")
+
+
+# --- the traced front ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JoinConfig:
+    inputs: list
+    output_path: object
+    label: str
+
+
+def _join(config: JoinConfig) -> dict:
+    ran(config.label)
+    parts = [Path(p, "out.txt").read_text() if Path(p, "out.txt").exists() else "" for p in config.inputs]
+    Path(config.output_path).mkdir(parents=True, exist_ok=True)
+    Path(config.output_path, "out.txt").write_text(config.label + "(" + ",".join(parts) + ")")
+    return {"label": config.label}
+
+
+join = deferred(_join)
+
+
+@step(name="node/{label}")
+def node(label: str, inputs: list[StepRef]) -> object:
+    return join(JoinConfig(inputs=list(inputs), output_path=output(), label=label))
+
+
+@step(name="all")
+def group(refs: list[StepRef]) -> list[StepRef]:
+    return list(refs)
