@@ -79,3 +79,10 @@ def node(label: str, inputs: list[StepRef]) -> object:
 @step(name="all")
 def group(refs: list[StepRef]) -> list[StepRef]:
     return list(refs)
+
+
+def where(output_path: str) -> dict:
+    """Records the thread it runs on (a fray LocalClient job runs on a thread of its own)."""
+    ran(f"where:{threading.current_thread().name}")
+    Path(output_path, "out.txt").write_text("remote")
+    return {"thread": threading.current_thread().name}
