@@ -69,6 +69,8 @@ class _Frame:
     made: list[StepRef] = field(default_factory=list)  # steps created while this body ran
 
 
+GROUP_CODE = "mbuild.steps.tracing:group"
+
 _TRACE: contextvars.ContextVar[_Frame | None] = contextvars.ContextVar("mbuild_step_trace", default=None)
 
 
@@ -167,13 +169,14 @@ def _spec(name, frame: _Frame, returned, wiring, resources, pip_groups, env_vars
     refs = [*refs, *(r for r in frame.made if r not in refs)] if not frame.calls else refs
     blocking = list(dict.fromkeys(r.step for r in refs if r.blocking))
     later = [s for s in dict.fromkeys(r.step for r in refs if not r.blocking) if s not in blocking]
-    code = (wiring, *dict.fromkeys(code_ref(c.fn) for c in frame.calls))
     if frame.calls:
+        code = (wiring, *dict.fromkeys(code_ref(c.fn) for c in frame.calls))
         hash_attrs = {"calls": frame.calls}
         fn: Callable[[str], Any] = TracedFn(tuple(frame.calls), wiring)
-    else:
+    else:  # a group runs no code of its own: only its steps' outputs decide it (not the module that made them)
+        code = (GROUP_CODE,)
         hash_attrs = {"group": [StepRef(s) for s in blocking]}
-        fn = TracedFn((), wiring)
+        fn = TracedFn((), GROUP_CODE)
     return StepSpec(
         name=name, fn=fn, deps=blocking, nonblocking=later, hash_attrs=hash_attrs, resources=resources,
         override_output_path=override, env=env, env_vars=dict(env_vars or {}), pip_dependency_groups=pip_groups, code=code,
