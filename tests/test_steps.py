@@ -103,7 +103,7 @@ def test_dry_run_creates_nothing_and_says_why(tmp_path: Path, log: Path):
     changed = concat("c", text("a", "y"))
     result = r.run([changed], dry_run=True)
     assert [o.state for o in result.outcomes] == ["would_run", "would_run"]
-    assert "config 'hash_attrs'" in result.outcomes[0].why
+    assert result.outcomes[0].why == "changed text: 'x' -> 'y'"  # the field, from what the last run left
 
 
 def test_a_failure_is_wrapped_and_independent_branches_keep_going(tmp_path: Path, log: Path):

@@ -71,7 +71,7 @@ def test_the_pipeline_reruns_what_changed_and_cuts_off_early(tmp_path: Path):
     plan = script(root, "--dry_run", lr="1e-2")  # (a dry run: training again would only cost time)
     would = {line.split()[2].rstrip(":") for line in plan.splitlines() if line.startswith("would run")}
     assert would == {"train_llama", "eval", "report", "llama/micro"}
-    assert "would run  train_llama: config 'hash_attrs'" in plan
+    assert "would run  train_llama: changed config.train.learning_rate: 0.005 -> 0.01" in plan
     wiring = root / "experiments" / "steps" / "tokenizer.py"
     wiring.write_text(wiring.read_text() + "\n# a comment\n")
     cut = run(root)

@@ -11,7 +11,7 @@ from mbuild.action.context import ActionContext
 from mbuild.errors import MbuildError
 from mbuild.model.attrs import attr
 from mbuild.model.targets import Target, rule
-from mbuild.steps import paths
+from mbuild.steps import explain, paths
 from mbuild.steps.output_slot import json_value
 from mbuild.steps.spec import current_run
 
@@ -42,6 +42,7 @@ def run_step(ctx: ActionContext):
     except BaseException as exc:
         run.error = exc
         raise
+    explain.save(run.path, explain.shown(run.step.hash_attrs))
     manifest = paths.describe_outputs(run.path)
     (ctx.out / MANIFEST).write_text(json.dumps(manifest, sort_keys=True, separators=(",", ":")))
     return json_value(value)[1]

@@ -26,7 +26,7 @@ from mbuild.model.targets import Target
 from mbuild.model.workspace import Workspace, load_workspace
 from mbuild.schedule.scheduler import Scheduler
 from mbuild.schedule.status import BuildOptions, State
-from mbuild.steps import paths
+from mbuild.steps import explain, paths
 from mbuild.steps.plan import Plan, expand, make_plan
 from mbuild.steps.spec import StepRef, StepRun, StepSpec
 from mbuild.steps.threads import StepThreads
@@ -180,6 +180,8 @@ class StepRunner:
             why = st.why
             if label in vanished and st.state is State.WOULD_RUN:
                 why = f"its outputs at {self.path_for(step, st.key)} are gone"
+            elif st.state is State.WOULD_RUN and why and why.startswith("config 'hash_attrs'"):
+                why = self._field_changes(step, label) or why
             run = runs.get(label)
             error = st.error
             if run is not None and run.error is not None:
@@ -188,6 +190,17 @@ class StepRunner:
                 step, label, st.state.value if st.state is not State.WAITING else "not_started", st.key,
                 self.path_for(step, st.key) if st.key else None, why, error, run.error if run is not None else None,
             ))
+
+    def _field_changes(self, step: StepSpec, label: Label) -> str | None:
+        """`hash_attrs` changed: which fields, compared with what the last run of this step left."""
+        previous = self.services.stores(str(self.ws.cache_dir))[1].get_label(str(label)) or {}
+        if not previous.get("key"):
+            return None
+        before = explain.load(self.path_for(step, previous["key"]))
+        if before is None:
+            return None
+        found = explain.changes(before, explain.shown(step.hash_attrs))
+        return "changed " + ", ".join(found) if found else None
 
     def _print_plan(self, result: RunResult) -> None:
         for o in result.outcomes:

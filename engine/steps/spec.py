@@ -138,6 +138,9 @@ class StepRef:
         base = self.step.output_path
         return f"{base.rstrip('/')}/{self.subpath}" if self.subpath else base
 
+    def __mbuild_shown__(self) -> str:
+        return f"{self.step.name}/{self.subpath}" if self.subpath else self.step.name
+
     def __fspath__(self) -> str:
         return self.path
 

@@ -48,6 +48,9 @@ class OutputPath:
     def __mbuild_key__(self) -> list:
         return ["output", self.subpath]
 
+    def __mbuild_shown__(self) -> str:
+        return f"output()/{self.subpath}" if self.subpath else "output()"
+
 
 @dataclass(frozen=True)
 class DeferredCall:
@@ -61,6 +64,13 @@ class DeferredCall:
         from mbuild.steps.spec import key_attrs
 
         return ["call", code_ref(self.fn), key_attrs(list(self.args)), key_attrs(self.kwargs)]
+
+    def __mbuild_shown__(self) -> dict:
+        """The call's arguments by parameter name (what explanations show)."""
+        try:
+            return dict(inspect.signature(self.fn).bind(*self.args, **self.kwargs).arguments)
+        except (TypeError, ValueError):
+            return {"args": list(self.args), **self.kwargs}
 
 
 @dataclass
