@@ -86,3 +86,15 @@ def where(output_path: str) -> dict:
     ran(f"where:{threading.current_thread().name}")
     Path(output_path, "out.txt").write_text("remote")
     return {"thread": threading.current_thread().name}
+
+
+def meet(output_path: str, me: str, other: str, rendezvous: str) -> None:
+    """Announces itself, then waits for `other` to have started: only concurrent steps both finish."""
+    ran(me)
+    Path(rendezvous, me).touch()
+    for _ in range(4000):
+        if Path(rendezvous, other).exists():
+            Path(output_path, "out.txt").write_text(me)
+            return
+        threading.Event().wait(0.005)
+    raise TimeoutError(f"{other} never started while {me} ran")

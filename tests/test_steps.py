@@ -152,6 +152,15 @@ def test_ten_runners_in_threads_run_one_step_once(tmp_path: Path, log: Path):
     assert runs(log) == ["slow"]
 
 
+def test_independent_steps_run_concurrently(tmp_path: Path, log: Path):
+    meet = tmp_path / "meet"
+    meet.mkdir()
+    one = StepSpec("one", functools.partial(lib.meet, me="one", other="two", rendezvous=str(meet)))
+    two = StepSpec("two", functools.partial(lib.meet, me="two", other="one", rendezvous=str(meet)))
+    result = runner(make_ws(tmp_path / "ws")).run([one, two], max_concurrent=2)
+    assert result.count("ran") == 2  # each waited for the other to start
+
+
 def test_cycles_are_named(tmp_path: Path):
     a = text("a")
     b = StepSpec("b", lib.fail, deps=[a])

@@ -214,6 +214,8 @@ class Scheduler:
         for i in batch:
             st = self.status[i]
             found = hits.get(st.key)
+            if found is not None and self.check_hit is not None and not self.check_hit(self.graph.order[i], st.key, found.result):
+                found = None  # its outputs outside the cache are not here: it runs
             if found is None:
                 self._miss(i)
                 continue
