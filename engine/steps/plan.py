@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from mbuild.errors import CycleError, RuleDefinitionError
+from mbuild.encoding import encode
+from mbuild.errors import CycleError, EncodingError
 from mbuild.labels import Label
 from mbuild.model.graph import Graph
-from mbuild.model.targets import Location, make_target
-from mbuild.steps.rule import StepTarget, run_step
-from mbuild.steps.spec import StepDefinitionError, StepSpec, key_attrs
+from mbuild.model.targets import Location
+from mbuild.steps.rule import MANIFEST, StepTarget, run_step
+from mbuild.steps.spec import StepDefinitionError, StepSpec
 
 PACKAGE = "steps"  # steps are labelled //steps:<name>
+OUTPUTS = (MANIFEST,)
 _BAD = re.compile(r"[^A-Za-z0-9_\-.+=,@~/]+")
 
 
@@ -86,24 +88,25 @@ def make_plan(steps: list[StepSpec], main_module: str | None = None) -> Plan:
     names = label_names(steps)
     labels = {s.trace_id: Label(PACKAGE, names[s.trace_id]) for s in steps}
     order, index = [], {}
+    location = Location("<steps>")
     for s in steps:
         label = labels[s.trace_id]
+        config = {
+            "step": s.name, "code": list(s.code), "hash_attrs": s.lowered_attrs,
+            "nonblocking": sorted(d.trace_id for d in s.nonblocking),
+        }
         try:
-            target = make_target(
-                run_step, PACKAGE, label.name,
-                {
-                    "step": s.name, "code": list(s.code), "hash_attrs": key_attrs(s.hash_attrs),
-                    "deps": [str(labels[d.trace_id]) for d in dict.fromkeys(s.deps)],
-                    "nonblocking": sorted(d.trace_id for d in s.nonblocking), "env": list(s.env),
-                },
-                Location("<steps>"),
-            )
-        except RuleDefinitionError as exc:
-            raise StepDefinitionError(f"step {s.name!r}: {exc}") from None
+            config_bytes = encode(config, f"step {s.name!r}")
+        except EncodingError as exc:
+            raise StepDefinitionError(str(exc)) from None
         modules = tuple(dict.fromkeys(
             m for ref in s.code if (m := ref.partition(":")[0] if not ref.startswith("__main__:") else main_module)
         ))
-        node = StepTarget(**{f.name: getattr(target, f.name) for f in fields(target)}, modules=modules)
+        node = StepTarget(  # built directly: a step's values were checked when its trace id was computed
+            label=label, rule=run_step, config=config, deps={"deps": list(dict.fromkeys(labels[d.trace_id] for d in s.deps))},
+            outputs=OUTPUTS, env=tuple(dict.fromkeys(s.env)), resources=None, tags=(), location=location,
+            config_bytes=config_bytes, modules=modules,
+        )
         index[label] = len(order)
         order.append(node)
     deps = [[index[d] for d in node.all_deps()] for node in order]

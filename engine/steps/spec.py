@@ -73,10 +73,15 @@ class StepSpec:
         object.__setattr__(self, "code", tuple(self.code) or (code_ref(self.fn),))
 
     @functools.cached_property
+    def lowered_attrs(self) -> Any:
+        """`hash_attrs` as they go into keys (`key_attrs`), computed once."""
+        return key_attrs(self.hash_attrs)
+
+    @functools.cached_property
     def trace_id(self) -> str:
         """The digest of what this step was declared with (see the module docstring)."""
         try:
-            attrs = encode(key_attrs(self.hash_attrs), f"step {self.name!r}: hash_attrs")
+            attrs = encode(self.lowered_attrs, f"step {self.name!r}: hash_attrs")
         except EncodingError as exc:
             raise StepDefinitionError(str(exc)) from None
         return digest_bytes(encode([
