@@ -98,3 +98,17 @@ def meet(output_path: str, me: str, other: str, rendezvous: str) -> None:
             return
         threading.Event().wait(0.005)
     raise TimeoutError(f"{other} never started while {me} ran")
+
+
+def loses_lease_once(output_path: str, flag: str) -> dict:
+    """The first call's lease is lost as it finishes (as if another builder took it over): that
+    run must publish nothing; the retry publishes."""
+    from mbuild import current_lease
+
+    first = not Path(flag).exists()
+    Path(flag).touch()
+    ran("first" if first else "retry")
+    Path(output_path, "out.txt").write_text("first" if first else "retry")
+    if first:
+        current_lease().lease.mark_lost()
+    return {"attempt": "first" if first else "retry"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 import sys
 import threading
@@ -159,6 +160,18 @@ def test_independent_steps_run_concurrently(tmp_path: Path, log: Path):
     two = StepSpec("two", functools.partial(lib.meet, me="two", other="one", rendezvous=str(meet)))
     result = runner(make_ws(tmp_path / "ws")).run([one, two], max_concurrent=2)
     assert result.count("ran") == 2  # each waited for the other to start
+
+
+def test_a_lost_lease_publishes_nothing_and_the_step_runs_again(tmp_path: Path, log: Path):
+    s = StepSpec("fenced", functools.partial(lib.loses_lease_once, flag=str(tmp_path / "flag")))
+    out = io.StringIO()
+    ws = make_ws(tmp_path / "ws")
+    (ws / "WORKSPACE.toml").write_text("[lease]\nttl = 1.0\nrenew = 0.3\n")  # the lost lease lapses soon
+    result = runner(ws, console=Console(out)).run([s])
+    assert runs(log) == ["first", "retry"]
+    assert "lost the lease on //steps:fenced" in out.getvalue()
+    record = json.loads(Path(result[s].path, ".mbuild-success").read_text())
+    assert record["value"] == {"attempt": "retry"}  # the fenced first run published nothing
 
 
 def test_cycles_are_named(tmp_path: Path):

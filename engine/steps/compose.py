@@ -30,7 +30,8 @@ class WithPaths:
 
 def composed(step: StepSpec, run: StepRun, backend: str = "local", controller: str | None = None):
     """The callable of `step`: `fn(output_path)` single-flight and cached at the output path."""
-    inner = disk_cached(distributed_lock(WithPaths(step.fn, StepRun(step, run.key, run.path, run.paths))))
+    ttl = {} if run.lease is None else {"ttl": run.lease[0], "renew": run.lease[1]}
+    inner = disk_cached(distributed_lock(WithPaths(step.fn, StepRun(step, run.key, run.path, run.paths)), **ttl))
     if step.resources is None:
         return inner
     return remote(

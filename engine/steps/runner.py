@@ -154,7 +154,8 @@ class StepRunner:
             if "://" not in path:
                 os.makedirs(path, exist_ok=True)
             known = {d.trace_id: self.path_for(d, self.keys[d.trace_id]) for d in (*step.deps, *step.nonblocking) if d.trace_id in self.keys}
-            run = runs[label] = StepRun(step, spec.key, path, known, remote=self.fray)
+            lease = (self.ws.settings.lease.ttl, self.ws.settings.lease.renew)
+            run = runs[label] = StepRun(step, spec.key, path, known, remote=self.fray, lease=lease)
             return run
 
         def check_hit(node: Target, key: str, _: ActionResult) -> bool:

@@ -203,6 +203,7 @@ class StepRun:
     paths: dict[str, str]  # trace_id -> output path of the steps it may read
     error: BaseException | None = None  # the step's own exception, for the runner's report
     remote: tuple[str, str | None] = ("local", None)  # fray backend and controller for steps with resources
+    lease: tuple[float, float] | None = None  # [lease] ttl and renew of the workspace (None: the primitives' defaults)
 
     def path_of(self, step: StepSpec) -> str | None:
         if step.trace_id == self.step.trace_id:
