@@ -89,6 +89,7 @@ def test_second_run_runs_nothing_and_vanished_outputs_rerun(tmp_path: Path, log:
     (Path(again[c].path) / ".mbuild-success").unlink()  # the final step's outputs are incomplete
     third = r.run([c])
     assert [o.state for o in third.outcomes] == ["hit", "hit", "ran"]  # its ancestors are not rebuilt
+    assert (tmp_path / "ws" / "out" / ".gitignore").read_text().endswith("*\n")  # the prefix mbuild made is git-ignored
 
 
 def test_dry_run_creates_nothing_and_says_why(tmp_path: Path, log: Path):

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from mbuild.digests import digest_file
+from mbuild.model.workspace import claim_directory
 from mbuild.steps.output_slot import SUCCESS, OutputSlot
 
 KEY_CHARS = 16  # of the action key, in the directory name
@@ -21,6 +22,15 @@ _BOOKKEEPING = (".mbuild-", ".executor_")  # mbuild's markers and leases, Marin'
 def output_path(prefix: str, name: str, key: str) -> str:
     """The step's output directory for action `key` under `prefix`."""
     return f"{os.fspath(prefix).rstrip('/')}/{name}_{key[:KEY_CHARS]}"
+
+
+def make_prefix(prefix: str) -> None:
+    """Create a local prefix the first time a step writes under it, marked like mbuild's other
+    directories (a `.gitignore` of `*`), so git ignores it. An existing directory is left as it is."""
+    text = os.fspath(prefix)
+    if "://" in text or os.path.isdir(text):
+        return
+    claim_directory(Path(os.path.expanduser(text)), "step outputs (StepRunner's prefix)")
 
 
 def outputs_present(path: str) -> bool:

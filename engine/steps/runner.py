@@ -152,6 +152,8 @@ class StepRunner:
             self.keys[step.trace_id] = spec.key
             path = self.path_for(step, spec.key)
             if "://" not in path:
+                if step.override_output_path is None:
+                    paths.make_prefix(step.output_path_prefix or self.prefix)
                 os.makedirs(path, exist_ok=True)
             known = {d.trace_id: self.path_for(d, self.keys[d.trace_id]) for d in (*step.deps, *step.nonblocking) if d.trace_id in self.keys}
             lease = (self.ws.settings.lease.ttl, self.ws.settings.lease.renew)
