@@ -7,6 +7,7 @@ import functools
 import io
 import json
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -173,6 +174,41 @@ def test_a_lost_lease_publishes_nothing_and_the_step_runs_again(tmp_path: Path, 
     assert "lost the lease on //steps:fenced" in out.getvalue()
     record = json.loads(Path(result[s].path, ".mbuild-success").read_text())
     assert record["value"] == {"attempt": "retry"}  # the fenced first run published nothing
+
+
+RUNNER_SCRIPT = """
+import functools, io, sys
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from mbuild import StepRunner, StepSpec
+from mbuild.events import Console
+from tests import steps_lib as lib
+Path({ready!r}, str(__import__("os").getpid())).touch()
+s = StepSpec("slow", functools.partial(lib.slow_once, gate={gate!r}))
+StepRunner(workspace=Path({ws!r}), prefix=Path({ws!r}) / "out", console=Console(io.StringIO())).run([s], max_concurrent=1)
+"""
+
+
+def test_runners_in_processes_run_one_step_once(tmp_path: Path, log: Path):
+    ws, ready, gate = make_ws(tmp_path / "ws"), tmp_path / "ready", tmp_path / "gate"
+    ready.mkdir()
+    script = tmp_path / "run.py"
+    repo = str(Path(__file__).resolve().parents[1])
+    script.write_text(RUNNER_SCRIPT.format(repo=repo, ready=str(ready), gate=str(gate), ws=str(ws)))
+    procs = [subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        for _ in range(6000):  # every process is up (imports done) before the step may finish
+            if len(list(ready.iterdir())) == 3 or any(p.poll() is not None for p in procs):
+                break
+            threading.Event().wait(0.01)
+        gate.touch()
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err[-3000:]
+    finally:
+        for p in procs:
+            p.kill()
+    assert runs(log) == ["slow"]
 
 
 def test_cycles_are_named(tmp_path: Path):
