@@ -11,6 +11,7 @@ from mbuild.labels import Label, parse_label, parse_pattern
 from mbuild.model.attrs import Resources, attr
 from mbuild.model.loader import glob
 from mbuild.model.targets import Rule, rule
+from mbuild.steps.artifact import Artifact
 from mbuild.steps.cli import executor_main
 from mbuild.steps.primitives import StepAlreadyDone, current_lease, disk_cached, distributed_lock
 from mbuild.steps.remote import RemoteCallable, remote
@@ -21,7 +22,7 @@ from mbuild.steps.tracing import deferred, output, step
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActionContext", "BuildFileError", "EncodingError", "Label", "LabelError", "MbuildError", "PreviousTaskFailedError",
+    "ActionContext", "Artifact", "BuildFileError", "EncodingError", "Label", "LabelError", "MbuildError", "PreviousTaskFailedError",
     "RemoteCallable", "Resources", "Rule", "RunResult", "StepAlreadyDone", "StepRef", "StepRunner", "StepSpec", "StepsFailed",
     "WorkspaceError", "attr", "build", "current_lease", "deferred", "disk_cached", "distributed_lock", "executor_main", "glob",
     "output", "parse_label", "parse_pattern", "remote", "resolve_rule", "rule", "step",

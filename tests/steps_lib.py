@@ -112,3 +112,32 @@ def loses_lease_once(output_path: str, flag: str) -> dict:
     if first:
         current_lease().lease.mark_lost()
     return {"attempt": "first" if first else "retry"}
+
+
+@dataclass(frozen=True)
+class Stats:
+    tokens: int
+    shards: list[str]
+    note: str | None = None
+
+
+def count(output_path: str) -> Stats:
+    """A step with a typed result (kept as an Artifact, loaded back as Stats)."""
+    ran("count")
+    Path(output_path, "data.txt").write_text("a b c")
+    return Stats(tokens=3, shards=["data.txt"])
+
+
+def count_model(output_path: str) -> "StatsModel":
+    ran("count_model")
+    return StatsModel(tokens=4, name="m")
+
+
+try:
+    from pydantic import BaseModel
+
+    class StatsModel(BaseModel):
+        tokens: int
+        name: str
+except ImportError:  # pydantic is optional for mbuild
+    StatsModel = None  # type: ignore[assignment,misc]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mbuild import PreviousTaskFailedError, StepRunner, StepSpec, StepsFailed
+from mbuild import Artifact, PreviousTaskFailedError, StepRunner, StepSpec, StepsFailed
 from mbuild.errors import CycleError
 from mbuild.events import Console
 from mbuild.model.workspace import load_workspace
@@ -209,6 +209,19 @@ def test_runners_in_processes_run_one_step_once(tmp_path: Path, log: Path):
         for p in procs:
             p.kill()
     assert runs(log) == ["slow"]
+
+
+def test_typed_results_are_kept_as_artifacts(tmp_path: Path, log: Path):
+    typed, model = StepSpec("count", lib.count), StepSpec("model", lib.count_model)
+    r = runner(make_ws(tmp_path / "ws"))
+    first = r.run([typed, model])
+    assert r.load(typed) == lib.Stats(tokens=3, shards=["data.txt"]) and isinstance(r.load(typed), lib.Stats)
+    assert r.load(model) == lib.StatsModel(tokens=4, name="m")
+    record = json.loads(Path(first[typed].path, "artifact.json").read_text())
+    assert record["type"] == "tests.steps_lib.Stats" and record["value"]["tokens"] == 3  # JSON, never a pickle
+    again = runner(make_ws(tmp_path / "ws")).run([typed, model])
+    assert again.count("hit") == 2 and sorted(runs(log)) == ["count", "count_model"]
+    assert Artifact.load(again[typed].path, lib.Stats).shards == ["data.txt"]
 
 
 def test_cycles_are_named(tmp_path: Path):

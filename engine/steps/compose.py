@@ -4,9 +4,11 @@ nothing else: no instance checks, no re-wrapping (Marin's final design)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
+from mbuild.steps.artifact import Artifact, return_type
 from mbuild.steps.output_slot import OutputSlot
 from mbuild.steps.primitives import disk_cached, distributed_lock
 from mbuild.steps.remote import remote
@@ -31,7 +33,9 @@ class WithPaths:
 def composed(step: StepSpec, run: StepRun, backend: str = "local", controller: str | None = None):
     """The callable of `step`: `fn(output_path)` single-flight and cached at the output path."""
     ttl = {} if run.lease is None else {"ttl": run.lease[0], "renew": run.lease[1]}
-    inner = disk_cached(distributed_lock(WithPaths(step.fn, StepRun(step, run.key, run.path, run.paths)), **ttl))
+    typed = return_type(step.fn)
+    kept = {"save": Artifact.save, "load": functools.partial(Artifact.load, cls=typed)} if Artifact.typed(typed) else {}
+    inner = disk_cached(distributed_lock(WithPaths(step.fn, StepRun(step, run.key, run.path, run.paths)), **ttl), **kept)
     if step.resources is None:
         return inner
     return remote(
@@ -43,6 +47,8 @@ def composed(step: StepSpec, run: StepRun, backend: str = "local", controller: s
 def call_step(step: StepSpec, run: StepRun, backend: str = "local", controller: str | None = None) -> Any:
     """Run `step` at `run.path` and return its JSON value (a remote job's, from the success marker)."""
     value = composed(step, run, backend, controller)(run.path)
+    if Artifact.typed(return_type(step.fn)):
+        return Artifact.load(run.path)  # its JSON form: what the step's result keeps
     if step.resources is not None:
         record = OutputSlot(run.path).success() or {}
         value = record.get("value")

@@ -27,6 +27,8 @@ from mbuild.model.workspace import Workspace, load_workspace
 from mbuild.schedule.scheduler import Scheduler
 from mbuild.schedule.status import BuildOptions, State
 from mbuild.steps import explain, paths
+from mbuild.steps.artifact import Artifact, return_type
+from mbuild.steps.output_slot import OutputSlot
 from mbuild.steps.plan import Plan, expand, make_plan
 from mbuild.steps.spec import StepRef, StepRun, StepSpec
 from mbuild.steps.threads import StepThreads
@@ -110,6 +112,17 @@ class StepRunner:
         if key is None:
             return step.output_path  # raises StepPathUnknown, unless overridden
         return self.path_for(step, key)
+
+    def load(self, step: StepSpec | StepRef) -> Any:
+        """A step's value, once a run has keyed it: a typed artifact as its annotated type
+        (steps/artifact.py), else the JSON value its function returned (None if it was not JSON)."""
+        step = step.step if isinstance(step, StepRef) else step
+        path = self.output_path(step)
+        typed = return_type(step.fn)
+        if Artifact.typed(typed):
+            return Artifact.load(path, typed)
+        record = OutputSlot(path).success()
+        return record.get("value") if record else None
 
     # -- running
     def run(
