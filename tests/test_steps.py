@@ -224,6 +224,22 @@ def test_typed_results_are_kept_as_artifacts(tmp_path: Path, log: Path):
     assert Artifact.load(again[typed].path, lib.Stats).shards == ["data.txt"]
 
 
+def test_outputs_marin_produced_are_adopted_when_asked(tmp_path: Path, log: Path):
+    marin_dir = tmp_path / "marin" / "tokenized-3f2a1c"
+    marin_dir.mkdir(parents=True)
+    (marin_dir / "out.txt").write_text("from marin")
+    (marin_dir / ".executor_status").write_text('{"status": "RUNNING"}\n{"status": "SUCCESS"}\n')
+    s = text("tok", override_output_path=str(marin_dir))
+    runner(make_ws(tmp_path / "ws"), adopt_marin=True).run([s])
+    assert runs(log) == [] and (marin_dir / "out.txt").read_text() == "from marin"  # not recomputed, not touched
+    assert (marin_dir / ".executor_status").read_text().endswith('"SUCCESS"}\n')
+    other = tmp_path / "marin" / "failed-1"
+    other.mkdir()
+    (other / ".executor_status").write_text("FAILED")
+    runner(make_ws(tmp_path / "ws"), adopt_marin=True).run([text("tok2", override_output_path=str(other))])
+    assert runs(log) == ["write:x"]  # a failed Marin step is computed
+
+
 def test_cycles_are_named(tmp_path: Path):
     a = text("a")
     b = StepSpec("b", lib.fail, deps=[a])

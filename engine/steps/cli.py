@@ -43,6 +43,8 @@ def parser(description: str | None) -> argparse.ArgumentParser:
     p.add_argument("--remote-cache", default="", help="a remote cache URL (default: none; in-place outputs are the shared copy)")
     p.add_argument("--no-remote", action="store_true", help="use no remote cache")
     p.add_argument("--fray", help="where steps with resources run: local, iris or iris-local (default: [fray] of WORKSPACE.toml)")
+    p.add_argument("--adopt_marin", "--adopt-marin", action="store_true",
+                   help="take step directories Marin already finished (.executor_status SUCCESS) as done")
     p.add_argument("-k", "--keep_going", "--keep-going", action="store_true", default=True,
                    help="independent steps keep going after a failure (always on, as in Marin)")
     return p
@@ -68,7 +70,8 @@ def executor_main(steps: Sequence[StepSpec | StepRef], description: str | None =
     try:
         specs = [s.step if isinstance(s, StepRef) else s for s in steps]
         runner = StepRunner(prefix=args.prefix, events=args.events, console=console,
-                            remote_cache="" if args.no_remote else args.remote_cache, fray=args.fray)
+                            remote_cache="" if args.no_remote else args.remote_cache, fray=args.fray,
+                            adopt_marin=args.adopt_marin)
         result = runner.run(select(specs, args.run_only), dry_run=args.dry_run, force_run_failed=args.force_run_failed,
                             max_concurrent=args.max_concurrent, keep_going=args.keep_going)
         s = result.summary

@@ -8,6 +8,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from mbuild.steps import marin
 from mbuild.steps.artifact import Artifact, return_type
 from mbuild.steps.output_slot import OutputSlot
 from mbuild.steps.primitives import disk_cached, distributed_lock
@@ -46,6 +47,8 @@ def composed(step: StepSpec, run: StepRun, backend: str = "local", controller: s
 
 def call_step(step: StepSpec, run: StepRun, backend: str = "local", controller: str | None = None) -> Any:
     """Run `step` at `run.path` and return its JSON value (a remote job's, from the success marker)."""
+    if run.adopt_marin and marin.adopt(run.path):
+        print(f"mbuild: adopted {run.path} (Marin finished it: {marin.STATUS} says SUCCESS)", flush=True)
     value = composed(step, run, backend, controller)(run.path)
     if Artifact.typed(return_type(step.fn)):
         return Artifact.load(run.path)  # its JSON form: what the step's result keeps

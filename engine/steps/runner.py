@@ -34,7 +34,7 @@ from mbuild.steps.spec import StepRef, StepRun, StepSpec
 from mbuild.steps.threads import StepThreads
 from mbuild.stores.results import ActionResult
 
-DEFAULT_BATCH = 1000  # steps read from the iterable at a time (an unbounded generator is read lazily)
+DEFAULT_BATCH = 1000  # steps read from an iterator at a time (a generator is read lazily; a list is one batch)
 _FAILED_BEFORE = "failed before with the same key"
 
 
@@ -83,12 +83,14 @@ class StepRunner:
     """Runs StepSpecs (see the module docstring). `prefix`: where outputs go (default
     $MBUILD_PREFIX, else `<workspace>/mbuild-steps`); `workspace`: a directory in it (default: the
     current one); `remote_cache`: a remote cache URL ("" none); `fray`: the backend for steps with
-    resources (default: [fray] of WORKSPACE.toml)."""
+    resources (default: [fray] of WORKSPACE.toml); `adopt_marin`: a step whose directory Marin
+    already finished (`.executor_status` SUCCESS, e.g. at its `override_output_path`) is taken as
+    done instead of recomputed."""
 
     def __init__(
         self, *, prefix: str | os.PathLike | None = None, workspace: Workspace | Path | None = None, events: Path | None = None,
         console: Console | None = None, remote_cache: str = "", fray: str | None = None, services: Services | None = None,
-        batch: int = DEFAULT_BATCH,
+        batch: int = DEFAULT_BATCH, adopt_marin: bool = False,
     ):
         self.ws = workspace if isinstance(workspace, Workspace) else load_workspace(workspace)
         env_prefix = os.environ.get("MBUILD_PREFIX")
@@ -97,6 +99,7 @@ class StepRunner:
         self.fray = (fray or self.ws.settings.fray.backend, self.ws.settings.fray.controller or None)
         self.services = services or process_services()  # one LMDB open per process, shared by runners
         self.batch = max(1, batch)
+        self.adopt_marin = adopt_marin
         self.keys: dict[str, str] = {}  # trace_id -> action key, as steps are keyed
 
     # -- paths
@@ -139,8 +142,9 @@ class StepRunner:
         result = RunResult()
         failed: set[str] = set()  # trace ids that failed (or were skipped) in earlier batches
         items = iter(steps)
+        size = len(steps) if isinstance(steps, (list, tuple, set, frozenset)) else self.batch  # a collection is one batch
         while True:
-            batch = [s.step if isinstance(s, StepRef) else s for s in itertools.islice(items, self.batch)]
+            batch = [s.step if isinstance(s, StepRef) else s for s in itertools.islice(items, max(1, size))]
             if not batch:
                 break
             order = expand(batch)
@@ -170,7 +174,7 @@ class StepRunner:
                 os.makedirs(path, exist_ok=True)
             known = {d.trace_id: self.path_for(d, self.keys[d.trace_id]) for d in (*step.deps, *step.nonblocking) if d.trace_id in self.keys}
             lease = (self.ws.settings.lease.ttl, self.ws.settings.lease.renew)
-            run = runs[label] = StepRun(step, spec.key, path, known, remote=self.fray, lease=lease)
+            run = runs[label] = StepRun(step, spec.key, path, known, remote=self.fray, lease=lease, adopt_marin=self.adopt_marin)
             return run
 
         def check_hit(node: Target, key: str, _: ActionResult) -> bool:

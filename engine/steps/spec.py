@@ -204,6 +204,7 @@ class StepRun:
     error: BaseException | None = None  # the step's own exception, for the runner's report
     remote: tuple[str, str | None] = ("local", None)  # fray backend and controller for steps with resources
     lease: tuple[float, float] | None = None  # [lease] ttl and renew of the workspace (None: the primitives' defaults)
+    adopt_marin: bool = False  # take a directory Marin finished (.executor_status SUCCESS) as done
 
     def path_of(self, step: StepSpec) -> str | None:
         if step.trace_id == self.step.trace_id:
