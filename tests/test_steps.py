@@ -249,7 +249,8 @@ def test_cycles_are_named(tmp_path: Path):
 
 
 def test_a_generator_is_consumed_lazily(tmp_path: Path, log: Path):
-    r = runner(make_ws(tmp_path / "ws"), batch=2)
+    events = tmp_path / "events.jsonl"
+    r = runner(make_ws(tmp_path / "ws"), batch=2, events=events)
     seen_before: list[list[str]] = []
 
     def steps():
@@ -258,6 +259,8 @@ def test_a_generator_is_consumed_lazily(tmp_path: Path, log: Path):
             yield text(f"s{i}", str(i))
 
     r.run(steps())
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert sorted(rec["label"] for rec in records if "label" in rec) == [f"//steps:s{i}" for i in range(5)]  # every batch's
     assert sorted(seen_before[2]) == ["write:0", "write:1"]  # the third step was asked for after the first two ran
     assert sorted(runs(log)) == [f"write:{i}" for i in range(5)]
 

@@ -141,6 +141,7 @@ class StepRunner:
             self.console.line(f"steps: running at most {jobs} at once (max_concurrent=None: the number of cores)")
         result = RunResult()
         failed: set[str] = set()  # trace ids that failed (or were skipped) in earlier batches
+        batches = 0
         items = iter(steps)
         size = len(steps) if isinstance(steps, (list, tuple, set, frozenset)) else self.batch  # a collection is one batch
         while True:
@@ -152,14 +153,22 @@ class StepRunner:
             for s in blocked:
                 failed.add(s.trace_id)
             order = [s for s in order if s.trace_id not in failed]
-            self._run_plan(make_plan(order, _main_module(self.ws.root)), result, dry_run, force_run_failed, jobs, keep_going)
+            events = self.events if self.events is None or batches == 0 else self.events.with_name(f".{self.events.name}.{batches}.part")
+            self._run_plan(make_plan(order, _main_module(self.ws.root)), result, dry_run, force_run_failed, jobs, keep_going, events)
+            if events is not None and events != self.events:  # a later batch's events follow the first's
+                with open(self.events, "ab") as whole:
+                    whole.write(events.read_bytes())
+                events.unlink()
+            batches += 1
             failed.update(o.step.trace_id for o in result.outcomes if o.state in ("failed", "skipped"))
         if dry_run:
             self._print_plan(result)
         self._raise_failures(result, force_run_failed)
         return result
 
-    def _run_plan(self, plan: Plan, result: RunResult, dry_run: bool, force_run_failed: bool, jobs: int, keep_going: bool) -> None:
+    def _run_plan(
+        self, plan: Plan, result: RunResult, dry_run: bool, force_run_failed: bool, jobs: int, keep_going: bool, events: Path | None,
+    ) -> None:
         runs: dict[Label, StepRun] = {}
         vanished: set[Label] = set()
 
@@ -186,7 +195,7 @@ class StepRunner:
             return False
 
         options = BuildOptions(
-            jobs=jobs, keep_going=keep_going, dry_run=dry_run, events=self.events, retry_failed=force_run_failed,
+            jobs=jobs, keep_going=keep_going, dry_run=dry_run, events=events, retry_failed=force_run_failed,
             remote_url=self.remote_cache, fray_backend=None,
         )
         built = Scheduler(
