@@ -265,6 +265,14 @@ def test_a_generator_is_consumed_lazily(tmp_path: Path, log: Path):
     assert sorted(runs(log)) == [f"write:{i}" for i in range(5)]
 
 
+def test_a_later_batch_does_not_rerun_an_earlier_failure(tmp_path: Path, log: Path):
+    bad = StepSpec("bad", lib.fail)
+    r = runner(make_ws(tmp_path / "ws"), batch=1)
+    with pytest.raises(StepsFailed, match=r"^1 step\(s\) failed$"):
+        r.run(iter([bad, concat("after", bad), text("fine")]))
+    assert sorted(runs(log)) == ["fail", "write:x"]  # "after" was skipped, "bad" ran once
+
+
 EARLY = '''
 from pathlib import Path
 def upstream(output_path):

@@ -151,6 +151,8 @@ class StepRunner:
             order = expand(batch)
             blocked = [s for s in order if s.trace_id in failed or any(d.trace_id in failed for d in s.deps)]
             for s in blocked:
+                if s.trace_id not in failed:  # a dependency failed in an earlier batch
+                    result.outcomes.append(StepOutcome(s, Label("steps", s.name), "skipped", None, None, error="a dependency failed"))
                 failed.add(s.trace_id)
             order = [s for s in order if s.trace_id not in failed]
             events = self.events if self.events is None or batches == 0 else self.events.with_name(f".{self.events.name}.{batches}.part")
@@ -161,6 +163,7 @@ class StepRunner:
                 events.unlink()
             batches += 1
             failed.update(o.step.trace_id for o in result.outcomes if o.state in ("failed", "skipped"))
+        _count(result)
         if dry_run:
             self._print_plan(result)
         self._raise_failures(result, force_run_failed)
@@ -202,8 +205,12 @@ class StepRunner:
             self.ws, plan.graph, [], options, self.console, self.services,
             local_runner=lambda on_done: StepThreads(jobs, on_done, prepare, self.services), check_hit=check_hit,
         ).run()
-        _add(result.summary, built.summary)
+        result.summary.seconds += built.summary.seconds
+        result.summary.early_cutoff += built.summary.early_cutoff
+        seen = {o.step.trace_id for o in result.outcomes}
         for step in plan.steps:
+            if step.trace_id in seen:
+                continue  # settled in an earlier batch (this one only read it again)
             label = plan.labels[step.trace_id]
             st = built.statuses[label]
             why = st.why
@@ -279,7 +286,9 @@ def _main_module(root: Path) -> str | None:
     return ".".join(parts) if parts and all(p.isidentifier() for p in parts) else None
 
 
-def _add(total: Summary, more: Summary) -> None:
-    for name in ("actions", "ran", "cache_hits", "local_hits", "remote_hits", "failed", "skipped", "not_started", "early_cutoff"):
-        setattr(total, name, getattr(total, name) + getattr(more, name))
-    total.seconds += more.seconds
+def _count(result: RunResult) -> None:
+    """The summary's counts, from the outcomes (each step once, however many batches read it)."""
+    s = result.summary
+    s.actions = len(result.outcomes)
+    s.ran, s.cache_hits, s.failed, s.skipped = (result.count(x) for x in ("ran", "hit", "failed", "skipped"))
+    s.not_started = result.count("not_started")
