@@ -86,6 +86,18 @@ def test_subpaths_nonblocking_and_with_output_path(tmp_path: Path, log: Path):
     assert (tmp_path / "pinned" / "out.txt").read_text() == "a()"
 
 
+def test_a_step_name_naming_no_parameter_is_one_clear_error():
+    from mbuild import step
+    from mbuild.steps.spec import StepDefinitionError
+
+    @step(name="tokenize/{nme}")
+    def tokenize(name: str):
+        return None
+
+    with pytest.raises(StepDefinitionError, match=r"name 'tokenize/\{nme\}' names 'nme' but the function's parameters are name"):
+        tokenize("x")
+
+
 def test_output_and_deferred_outside_a_step():
     with pytest.raises(OutsideStep, match=r"output\(\) .* inside a @step function"):
         output()

@@ -28,7 +28,7 @@ from typing import Any
 
 from mbuild.errors import MbuildError
 from mbuild.steps import walk
-from mbuild.steps.spec import StepRef, StepSpec, code_ref, current_run
+from mbuild.steps.spec import StepDefinitionError, StepRef, StepSpec, code_ref, current_run
 
 
 class OutsideStep(MbuildError):
@@ -154,7 +154,13 @@ def step(
                 raise MbuildError(f"@step {fn.__qualname__} called while a step runs: build the pipeline before running it")
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            step_name = (name or fn.__name__).format(**{k: _shown(v) for k, v in bound.arguments.items()})
+            try:
+                step_name = (name or fn.__name__).format(**{k: _shown(v) for k, v in bound.arguments.items()})
+            except (KeyError, IndexError, ValueError) as exc:
+                raise StepDefinitionError(
+                    f"@step {fn.__qualname__}: name {name!r} names {exc} but the function's parameters are "
+                    f"{', '.join(signature.parameters) or 'none'}"
+                ) from None
             frame = _Frame()
             token = _TRACE.set(frame)
             try:
