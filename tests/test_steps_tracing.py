@@ -84,6 +84,8 @@ def test_subpaths_nonblocking_and_with_output_path(tmp_path: Path, log: Path):
     r = StepRunner(workspace=make_ws(tmp_path / "ws"), prefix=tmp_path / "out", console=Console(io.StringIO()))
     r.run([lib.node("b", [pinned]).step])
     assert (tmp_path / "pinned" / "out.txt").read_text() == "a()"
+    result = r.run([nb.step])  # its nonblocking reference is run too, and its path resolved while nb runs
+    assert result[nb].state == "ran" and result[a].state in ("ran", "hit")
 
 
 def test_a_step_name_naming_no_parameter_is_one_clear_error():

@@ -36,7 +36,7 @@ def composed(step: StepSpec, run: StepRun, backend: str = "local", controller: s
     ttl = {} if run.lease is None else {"ttl": run.lease[0], "renew": run.lease[1]}
     typed = return_type(step.fn)
     kept = {"save": Artifact.save, "load": functools.partial(Artifact.load, cls=typed)} if Artifact.typed(typed) else {}
-    inner = disk_cached(distributed_lock(WithPaths(step.fn, StepRun(step, run.key, run.path, run.paths)), **ttl), **kept)
+    inner = disk_cached(distributed_lock(WithPaths(step.fn, run if step.resources is None else run.snapshot()), **ttl), **kept)
     if step.resources is None:
         return inner
     return remote(

@@ -10,9 +10,11 @@ outputs are gone runs again.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +129,16 @@ class StepRunner:
         record = OutputSlot(path).success()
         return record.get("value") if record else None
 
+    def _wait_for_key(self, plan: Plan, step: StepSpec, timeout: float = 30.0) -> str | None:
+        """The path of a step of this run that is not a dependency (a nonblocking reference), once
+        the scheduler has keyed it (at once, unless its own dependencies are still running)."""
+        if step.trace_id not in plan.labels:
+            return None
+        deadline = time.monotonic() + timeout
+        while (key := self.keys.get(step.trace_id)) is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the scheduler's thread keys it
+        return self.path_for(step, key) if key is not None else None
+
     # -- running
     def run(
         self, steps: Iterable[StepSpec | StepRef], *, dry_run: bool = False, force_run_failed: bool = True,
@@ -186,7 +198,8 @@ class StepRunner:
                 os.makedirs(path, exist_ok=True)
             known = {d.trace_id: self.path_for(d, self.keys[d.trace_id]) for d in (*step.deps, *step.nonblocking) if d.trace_id in self.keys}
             lease = (self.ws.settings.lease.ttl, self.ws.settings.lease.renew)
-            run = runs[label] = StepRun(step, spec.key, path, known, remote=self.fray, lease=lease, adopt_marin=self.adopt_marin)
+            run = runs[label] = StepRun(step, spec.key, path, known, remote=self.fray, lease=lease, adopt_marin=self.adopt_marin,
+                                        resolve=functools.partial(self._wait_for_key, plan))
             return run
 
         def check_hit(node: Target, key: str, _: ActionResult) -> bool:

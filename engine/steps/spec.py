@@ -205,11 +205,19 @@ class StepRun:
     remote: tuple[str, str | None] = ("local", None)  # fray backend and controller for steps with resources
     lease: tuple[float, float] | None = None  # [lease] ttl and renew of the workspace (None: the primitives' defaults)
     adopt_marin: bool = False  # take a directory Marin finished (.executor_status SUCCESS) as done
+    resolve: Callable[[StepSpec], str | None] | None = None  # a step keyed later in the run (nonblocking refs)
 
     def path_of(self, step: StepSpec) -> str | None:
         if step.trace_id == self.step.trace_id:
             return self.path
-        return self.paths.get(step.trace_id)
+        found = self.paths.get(step.trace_id)
+        if found is None and self.resolve is not None:
+            found = self.resolve(step)
+        return found
+
+    def snapshot(self) -> StepRun:
+        """This run without its resolver (what travels to a fray job)."""
+        return StepRun(self.step, self.key, self.path, dict(self.paths), None, self.remote, self.lease, self.adopt_marin)
 
 
 current_run: contextvars.ContextVar[StepRun | None] = contextvars.ContextVar("mbuild_step_run", default=None)
