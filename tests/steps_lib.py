@@ -141,3 +141,11 @@ try:
         name: str
 except ImportError:  # pydantic is optional for mbuild
     StatsModel = None  # type: ignore[assignment,misc]
+
+
+def forever(output_path: str, started: str) -> None:
+    """Runs until stopped (a Python loop, so an asynchronous stop lands at once)."""
+    ran("forever")
+    Path(started).write_text(str(os.getpid()))
+    while True:
+        threading.Event().wait(0.01)

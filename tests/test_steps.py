@@ -7,6 +7,7 @@ import functools
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -238,6 +239,37 @@ def test_outputs_marin_produced_are_adopted_when_asked(tmp_path: Path, log: Path
     (other / ".executor_status").write_text("FAILED")
     runner(make_ws(tmp_path / "ws"), adopt_marin=True).run([text("tok2", override_output_path=str(other))])
     assert runs(log) == ["write:x"]  # a failed Marin step is computed
+
+
+CTRL_C_SCRIPT = """
+import functools, sys
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from mbuild import StepSpec, executor_main
+from tests import steps_lib as lib
+sys.exit(executor_main([StepSpec("forever", functools.partial(lib.forever, started={started!r}))], argv=["--prefix", {prefix!r}]))
+"""
+
+
+def test_ctrl_c_stops_running_steps_and_publishes_nothing(tmp_path: Path, log: Path):
+    ws, started = make_ws(tmp_path / "ws"), tmp_path / "started"
+    script = tmp_path / "run.py"
+    script.write_text(CTRL_C_SCRIPT.format(repo=str(Path(__file__).resolve().parents[1]), started=str(started), prefix=str(tmp_path / "out")))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=ws, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(6000):
+            if started.exists() or proc.poll() is not None:
+                break
+            threading.Event().wait(0.01)
+        assert started.exists(), proc.stderr.read() if proc.poll() is not None else "the step did not start"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Interrupted" in err
+    (out,) = (tmp_path / "out").glob("forever_*")
+    assert not (out / ".mbuild-success").exists()
 
 
 def test_cycles_are_named(tmp_path: Path):

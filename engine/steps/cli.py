@@ -4,7 +4,8 @@
     uv run python experiments/llama_steps.py --prefix /data/runs --max_concurrent 4
     uv run python experiments/llama_steps.py --run_only 'tokenize/.*'
 
-Exit status: 0 when every step is done, 1 when a step failed, 2 for bad usage (one line, no traceback).
+Exit status: 0 when every step is done, 1 when a step failed, 2 for bad usage (one line, no
+traceback), 130 after Ctrl-C (running steps are stopped; nothing of theirs is published).
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def executor_main(steps: Sequence[StepSpec | StepRef], description: str | None =
     except MbuildError as exc:
         console.error(f"error: {exc}")
         code = 2
+    except KeyboardInterrupt:
+        code = 130
     if argv is not None:
         return code
     sys.exit(code)

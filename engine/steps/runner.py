@@ -218,6 +218,8 @@ class StepRunner:
             self.ws, plan.graph, [], options, self.console, self.services,
             local_runner=lambda on_done: StepThreads(jobs, on_done, prepare, self.services), check_hit=check_hit,
         ).run()
+        if built.interrupted:  # Ctrl-C: the scheduler stopped the running steps; the caller's Ctrl-C goes on up
+            raise KeyboardInterrupt
         result.summary.seconds += built.summary.seconds
         result.summary.early_cutoff += built.summary.early_cutoff
         seen = {o.step.trace_id for o in result.outcomes}
