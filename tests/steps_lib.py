@@ -149,3 +149,10 @@ def forever(output_path: str, started: str) -> None:
     Path(started).write_text(str(os.getpid()))
     while True:
         threading.Event().wait(0.01)
+
+
+def record_pid(output_path: str) -> dict:
+    """Appends this process's pid to <output>/pids.txt: where (and how often) the step ran."""
+    with open(Path(output_path, "pids.txt"), "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return {"pid": os.getpid()}
