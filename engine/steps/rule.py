@@ -12,6 +12,7 @@ from mbuild.errors import MbuildError
 from mbuild.model.attrs import attr
 from mbuild.model.targets import Target, rule
 from mbuild.steps import explain, paths
+from mbuild.steps.compose import call_step
 from mbuild.steps.output_slot import json_value
 from mbuild.steps.spec import current_run
 
@@ -34,8 +35,6 @@ def run_step(ctx: ActionContext):
     run = current_run.get()
     if run is None:
         raise MbuildError(f"step {ctx.attr.step!r} can only run through a StepRunner (it runs on the runner's threads)")
-    from mbuild.steps.compose import call_step
-
     backend, controller = run.remote
     try:
         value = call_step(run.step, run, backend, controller)
