@@ -11,13 +11,27 @@ from mbuild.labels import Label, parse_label, parse_pattern
 from mbuild.model.attrs import Resources, attr
 from mbuild.model.loader import glob
 from mbuild.model.targets import Rule, rule
-from mbuild.steps.artifact import Artifact
-from mbuild.steps.cli import executor_main
 from mbuild.steps.primitives import StepAlreadyDone, current_lease, disk_cached, distributed_lock
 from mbuild.steps.remote import RemoteCallable, remote
-from mbuild.steps.runner import PreviousTaskFailedError, RunResult, StepRunner, StepsFailed
-from mbuild.steps.spec import StepRef, StepSpec
-from mbuild.steps.tracing import deferred, output, step
+
+# The Python step front loads on first use, so BUILD files and the CLI do not pay for it.
+_STEP_FRONT = {
+    "Artifact": "mbuild.steps.artifact", "executor_main": "mbuild.steps.cli", "PreviousTaskFailedError": "mbuild.steps.runner",
+    "RunResult": "mbuild.steps.runner", "StepRunner": "mbuild.steps.runner", "StepsFailed": "mbuild.steps.runner",
+    "StepRef": "mbuild.steps.spec", "StepSpec": "mbuild.steps.spec", "deferred": "mbuild.steps.tracing",
+    "output": "mbuild.steps.tracing", "step": "mbuild.steps.tracing",
+}
+
+
+def __getattr__(name: str):
+    module = _STEP_FRONT.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mbuild' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __version__ = "0.1.0"
 
