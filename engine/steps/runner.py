@@ -153,7 +153,7 @@ class StepRunner:
             self.console.line(f"steps: running at most {jobs} at once (max_concurrent=None: the number of cores)")
         result = RunResult()
         failed: set[str] = set()  # trace ids that failed (or were skipped) in earlier batches
-        batches = 0
+        batches, warned_main = 0, False
         items = iter(steps)
         size = len(steps) if isinstance(steps, (list, tuple, set, frozenset)) else self.batch  # a collection is one batch
         while True:
@@ -168,7 +168,14 @@ class StepRunner:
                 failed.add(s.trace_id)
             order = [s for s in order if s.trace_id not in failed]
             events = self.events if self.events is None or batches == 0 else self.events.with_name(f".{self.events.name}.{batches}.part")
-            self._run_plan(make_plan(order, _main_module(self.ws.root)), result, dry_run, force_run_failed, jobs, keep_going, events)
+            main = _main_module(self.ws.root)
+            if main is None and not warned_main and any(ref.startswith("__main__:") for st in order for ref in st.code):
+                warned_main = True
+                self.console.error(
+                    f"warning: steps defined in {getattr(sys.modules.get('__main__'), '__file__', 'the __main__ script')} "
+                    f"(outside the workspace {self.ws.root}) are not keyed by their code: an edit there does not rerun them"
+                )
+            self._run_plan(make_plan(order, main), result, dry_run, force_run_failed, jobs, keep_going, events)
             if events is not None and events != self.events:  # a later batch's events follow the first's
                 with open(self.events, "ab") as whole:
                     whole.write(events.read_bytes())
