@@ -156,3 +156,24 @@ def record_pid(output_path: str) -> dict:
     with open(Path(output_path, "pids.txt"), "a") as f:
         f.write(f"{os.getpid()}\n")
     return {"pid": os.getpid()}
+
+
+def stalls_once(output_path: str, flag: str) -> str:
+    """The first call's heartbeat hangs (as in a long stall), so its lease lapses while it runs: it
+    must be stopped (LeaseLost in its thread) and publish nothing; the retry publishes."""
+    from mbuild import current_lease
+
+    if Path(flag).exists():
+        ran("retry")
+        return "retry"
+    Path(flag).touch()
+    ran("first")
+    beat = current_lease()
+    gate = threading.Event()
+    beat.lease.renew = lambda: gate.wait(20)  # its renewals hang
+    try:
+        while True:  # a Python loop: the lost lease interrupts it
+            threading.Event().wait(0.01)
+    finally:
+        ran("stopped")
+        gate.set()

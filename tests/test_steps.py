@@ -272,6 +272,15 @@ def test_ctrl_c_stops_running_steps_and_publishes_nothing(tmp_path: Path, log: P
     assert not (out / ".mbuild-success").exists()
 
 
+def test_a_step_whose_lease_lapses_is_stopped_while_it_runs(tmp_path: Path, log: Path):
+    s = StepSpec("stalls", functools.partial(lib.stalls_once, flag=str(tmp_path / "flag")))
+    ws = make_ws(tmp_path / "ws")
+    (ws / "WORKSPACE.toml").write_text("[lease]\nttl = 1.0\nrenew = 0.2\n")
+    result = runner(ws).run([s])
+    assert runs(log) == ["first", "stopped", "retry"]
+    assert json.loads(Path(result[s].path, ".mbuild-success").read_text())["value"] == "retry"
+
+
 def test_cycles_are_named(tmp_path: Path):
     a = text("a")
     b = StepSpec("b", lib.fail, deps=[a])
