@@ -12,12 +12,32 @@ from mbuild.model.attrs import Resources, attr
 from mbuild.model.loader import glob
 from mbuild.model.targets import Rule, rule
 from mbuild.steps.primitives import StepAlreadyDone, current_lease, disk_cached, distributed_lock
-from mbuild.steps.remote import remote
+from mbuild.steps.remote import RemoteCallable, remote
+
+# The Python step front loads on first use, so BUILD files and the CLI do not pay for it.
+_STEP_FRONT = {
+    "Artifact": "mbuild.steps.artifact", "executor_main": "mbuild.steps.cli", "PreviousTaskFailedError": "mbuild.steps.runner",
+    "RunResult": "mbuild.steps.runner", "StepRunner": "mbuild.steps.runner", "StepsFailed": "mbuild.steps.runner",
+    "StepRef": "mbuild.steps.spec", "StepSpec": "mbuild.steps.spec", "deferred": "mbuild.steps.tracing",
+    "output": "mbuild.steps.tracing", "step": "mbuild.steps.tracing",
+}
+
+
+def __getattr__(name: str):
+    module = _STEP_FRONT.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mbuild' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActionContext", "BuildFileError", "EncodingError", "Label", "LabelError", "MbuildError", "Resources", "Rule",
-    "StepAlreadyDone", "WorkspaceError", "attr", "build", "current_lease", "disk_cached", "distributed_lock", "glob",
-    "parse_label", "parse_pattern", "remote", "resolve_rule", "rule",
+    "ActionContext", "Artifact", "BuildFileError", "EncodingError", "Label", "LabelError", "MbuildError", "PreviousTaskFailedError",
+    "RemoteCallable", "Resources", "Rule", "RunResult", "StepAlreadyDone", "StepRef", "StepRunner", "StepSpec", "StepsFailed",
+    "WorkspaceError", "attr", "build", "current_lease", "deferred", "disk_cached", "distributed_lock", "executor_main", "glob",
+    "output", "parse_label", "parse_pattern", "remote", "resolve_rule", "rule", "step",
 ]

@@ -46,3 +46,14 @@ def test_modules_stay_small_or_say_why():
         if text.count("\n") > MAX_LINES and "over 400 lines because" not in text[:3000]:
             big.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")
     assert not big, "modules over 400 lines whose docstring does not say why:\n" + "\n".join(big)
+
+
+
+def test_every_engine_package_is_installed():
+    """A package missing from pyproject's list works in the editable checkout and is absent from a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    engine = ROOT / "engine"
+    found = {".".join(["mbuild", *p.parent.relative_to(engine).parts]) for p in engine.rglob("__init__.py")}
+    assert found - listed == set()

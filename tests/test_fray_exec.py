@@ -643,3 +643,25 @@ def test_remote_composes_with_disk_cached_and_distributed_lock(cluster, rules, t
     runs = lines(tmp_path / "step-out.count")
     assert len(runs) == 1 and runs[0] != str(os.getpid())
     assert disk_cached(mod.step)(str(out)) == {"pid": int(runs[0])}  # read back here as a hit
+
+
+def test_a_step_with_resources_is_one_iris_job(cluster, tmp_path):
+    """The Python step front: a StepSpec asking for resources runs as one job on the cluster
+    (remote(disk_cached(distributed_lock(fn)))); the next run is a hit and submits nothing."""
+    import io
+
+    from mbuild import StepRunner, StepSpec
+    from mbuild.events import Console
+    from tests import steps_lib
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "WORKSPACE.toml").write_text(f'[fray]\nbackend = "iris"\ncontroller = "{cluster}"\n')
+    step = StepSpec("on_iris", steps_lib.record_pid, resources={"cpu": 0.25, "ram": "256m", "disk": "256m"})
+    runner = StepRunner(workspace=ws, prefix=tmp_path / "out", console=Console(io.StringIO()))
+    result = runner.run([step])
+    pids = lines(Path(result[step].path) / "pids.txt")
+    assert len(pids) == 1 and pids[0] != str(os.getpid())  # one job, in the cluster's process
+    assert runner.load(step) == {"pid": int(pids[0])}
+    assert runner.run([step]).count("hit") == 1
+    assert lines(Path(result[step].path) / "pids.txt") == pids

@@ -21,6 +21,7 @@ import os
 import queue
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from mbuild.model.reads import unrecorded
 from mbuild.model.targets import SourceFile, Target, map_labels
 from mbuild.model.workspace import CACHE_NOTE, Workspace, claim_directory
 from mbuild.rebuild.lookup import lookup, lookup_one
-from mbuild.runners.base import Runner
+from mbuild.runners.base import OnDone, Runner
 from mbuild.runners.local import LocalRunner
 from mbuild.runners.pool import WorkerDied
 from mbuild.schedule.outputs import Materializer
@@ -56,8 +57,13 @@ _MAX_RERUNS = 2  # times an action reruns because a dependency's stored bytes we
 class Scheduler:
     def __init__(
         self, workspace: Workspace, graph: Graph, requested: list[Label], options: BuildOptions, console: Console | None = None,
-        services: Services | None = None, prior: Prior | None = None,
+        services: Services | None = None, prior: Prior | None = None, local_runner: Callable[[OnDone], Runner] | None = None,
+        check_hit: Callable[[Target, str, ActionResult], bool] | None = None,
     ):
+        """`local_runner(on_done)` makes the Runner for actions that are not remote-tagged (default:
+        the worker pool); `check_hit(target, key, result)` may refuse a cached result whose outputs
+        live outside the cache and are gone (the Python step front's in-place outputs): the entry is
+        dropped (not in dry runs) and the action runs."""
         self.ws = workspace
         self.graph = graph
         self.requested = set(requested)
@@ -69,7 +75,9 @@ class Scheduler:
         self.running: dict[int, tuple[Runner, Any]] = {}  # node -> (its runner, the runner's handle)
         self.done: queue.Queue = queue.Queue()
         self.stopping = False
-        self.local = LocalRunner(options.jobs, lambda tag, outcome, exc, source: self.done.put((tag, outcome, exc, source)))
+        on_done: OnDone = lambda tag, outcome, exc, source: self.done.put((tag, outcome, exc, source))
+        self.local = local_runner(on_done) if local_runner is not None else LocalRunner(options.jobs, on_done)
+        self.check_hit = check_hit
         self.fray: Runner | None = None  # made when the first remote-tagged action runs
         claim_directory(workspace.cache_dir, CACHE_NOTE)
         self.services = services or Services()  # this process's open stores
@@ -191,7 +199,7 @@ class Scheduler:
             return
         st.parts = self._key_parts(node, i)
         st.key = st.parts.key()
-        result = self._lookup(st.key)
+        result = self._lookup(st.key, node)
         if result is not None:
             st.result, st.digest = result, result.tree
             self._settle(i, State.HIT)
@@ -211,6 +219,8 @@ class Scheduler:
         for i in batch:
             st = self.status[i]
             found = hits.get(st.key)
+            if found is not None and self.check_hit is not None and not self.check_hit(self.graph.order[i], st.key, found.result):
+                found = None  # its outputs outside the cache are not here: it runs
             if found is None:
                 self._miss(i)
                 continue
@@ -248,9 +258,13 @@ class Scheduler:
             return
         self._submit(i)
 
-    def _lookup(self, key: str) -> ActionResult | None:
+    def _lookup(self, key: str, node: Target | None = None) -> ActionResult | None:
         """A valid result in the local cache (the remote one is asked in batches: _remote_lookup)."""
         found = lookup_one(key, self.db, None, self._corrupt, self.places)
+        if found is not None and node is not None and self.check_hit is not None and not self.check_hit(node, key, found.result):
+            if not self.options.dry_run:
+                self.db.delete_result(key)  # mbuild's own record, naming outputs that are gone
+            return None
         return found.result if found is not None else None
 
     def _corrupt(self, key: str, exc: Exception) -> None:
@@ -357,7 +371,7 @@ class Scheduler:
                 self.status[i].state = State.WAITING
                 continue
             st = self.status[i]
-            result = self._lookup(st.key)
+            result = self._lookup(st.key, self.graph.order[i])
             if result is not None:
                 st.result, st.digest = result, result.tree
                 self._settle(i, State.HIT)

@@ -110,6 +110,10 @@ class OutputSlot:
         except Exception:
             pass
 
+    def read(self, name: str) -> bytes | None:
+        """The bytes of `<output_path>/<name>`, or None when it is absent (e.g. Marin's status file)."""
+        return self._read(name)
+
     # -- storage
     def _remote(self, name: str) -> str:
         return f"{self.base}/{name}"
