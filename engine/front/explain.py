@@ -45,7 +45,7 @@ class Explainer:
         node = self.plan.target(label)
         records = self.plan.scheduler.records
         record = records.db.get_label(str(label))
-        now = parts_record(node, st.parts) if st.parts is not None else None
+        now = parts_record(node.config, st.parts) if st.parts is not None else None
         if st.state is State.WOULD_RUN:
             what = f"would run (key {short(st.key)} is not cached)" if st.key else "would run (after its dependencies that would run)"
             if record is None:

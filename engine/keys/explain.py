@@ -23,7 +23,6 @@ from typing import Any
 from mbuild.digests import digest_bytes
 from mbuild.encoding import encode
 from mbuild.keys.action_key import KEY_FORMAT, KeyParts
-from mbuild.model.targets import Target
 
 RECORD_VERSION = 2
 _MAX_SHOWN = 4096  # characters of a configuration value's repr kept in a record
@@ -89,10 +88,11 @@ def _is_entry(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 3 and value[0] in ("file", "tree") and isinstance(value[1], str)
 
 
-def parts_record(node: Target, parts: KeyParts) -> dict:
-    """What a record keeps of `node`'s key parts: enough to name each part that changes, bounded."""
+def parts_record(config_values: dict[str, Any], parts: KeyParts) -> dict:
+    """What a record keeps of a target's key parts (`config_values`: its configuration attributes):
+    enough to name each part that changes, bounded."""
     config = {}
-    for path, value in flatten_config(node.config).items():
+    for path, value in flatten_config(config_values).items():
         text = repr(value)
         config[path] = [digest_bytes(encode(value)), text if len(text) <= _MAX_SHOWN else None, len(text)]
     inputs: dict[str, Any] = {}
@@ -108,10 +108,15 @@ def parts_record(node: Target, parts: KeyParts) -> dict:
         "python": parts.code.python,
         "packages": dict(parts.code.packages),
         "config": config,
+        "attrs": {name: [digest_bytes(encode(value)), _type_name(value)] for name, value in config_values.items()},
         "inputs": inputs,
         "env": dict(parts.env),
         "outputs": list(parts.outputs),
     }
+
+
+def _type_name(value: Any) -> str:
+    return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
 def short(digest: str | None) -> str:
@@ -188,6 +193,7 @@ def diff_parts(previous: dict, now: dict, code: CodeDiffer | None = None) -> lis
     changes.extend(_diff_runtime(previous, now))
     changes.extend(_diff_code(previous, now, code))
     changes.extend(_diff_config(previous["config"], now["config"]))
+    changes.extend(_diff_types(previous.get("attrs", {}), now["attrs"], changes))
     changes.extend(_diff_inputs(previous["inputs"], now["inputs"]))
     for name in sorted(previous["env"].keys() | now["env"].keys()):
         if name not in now["env"]:
@@ -253,6 +259,16 @@ def _diff_config(previous: dict, now: dict) -> list[Change]:
         elif old[0] != new[0]:
             changes.append(Change("config", f"{path}: {_shown(old)} → {_shown(new)}"))
     return changes
+
+
+def _diff_types(previous: dict, now: dict, named: list[Change]) -> list[Change]:
+    """An attribute whose value changed though none of its fields did: its type changed."""
+    said = {c.text.split(": ", 1)[0].split(".", 1)[0] for c in named if c.kind == "config"}
+    return [
+        Change("config", f"{name}: {previous[name][1]} → {now[name][1]}")
+        for name in sorted(now)
+        if name in previous and previous[name][0] != now[name][0] and name not in said
+    ]
 
 
 def _diff_inputs(previous: dict, now: dict) -> list[Change]:

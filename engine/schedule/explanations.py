@@ -38,7 +38,7 @@ class LabelRecords:
 
     def why(self, node: Target, parts: KeyParts) -> str:
         """Why `node`, with key parts `parts`, is not a hit: what differs from its record."""
-        return explain_miss(self.db.get_label(str(node.label)), parts_record(node, parts), self.code)
+        return explain_miss(self.db.get_label(str(node.label)), parts_record(node.config, parts), self.code)
 
     def save(self, resolved: list[tuple[Target, KeyParts, str, str, str]]) -> None:
         """Record (target, parts, key, output digest, "ran" | "hit") for each target whose key changed."""
@@ -56,7 +56,7 @@ class LabelRecords:
             previous = self.db.get_label(label)
             if previous is not None:
                 previous.pop("previous", None)
-            records[label] = parts_record(node, parts) | {"key": key, "output": output, "how": how, "at": now, "previous": previous}
+            records[label] = parts_record(node.config, parts) | {"key": key, "output": output, "how": how, "at": now, "previous": previous}
             modules.update(parts.code.modules)
         self._keep_sources(modules)
         self.db.put_labels(records)
