@@ -34,9 +34,10 @@ class Explainer:
         head, changes = self._explain(label)
         out = [f"{pad}{label}: {head}"]
         for change in changes:
-            out.append(f"{pad}  {change.text}")
             below = Label(*change.label[2:].split(":", 1)) if change.label else None
-            if self.deep and below is not None and below in self.plan.graph.index and below not in self.seen:
+            follow = self.deep and below is not None and below in self.plan.graph.index
+            out.append(f"{pad}  {change.text}{' (explained above)' if follow and below in self.seen else ''}")
+            if follow and below not in self.seen:
                 out.extend(self.lines(below, depth + 1))
         return out
 

@@ -26,7 +26,7 @@ from mbuild.keys.action_key import KEY_FORMAT, KeyParts
 
 RECORD_VERSION = 2
 _MAX_SHOWN = 4096  # characters of a configuration value's repr kept in a record
-_MAX_INPUTS = 4096  # entries of one input attribute kept one by one
+_MAX_INPUTS = 1000  # entries of one input attribute kept one by one
 _MAX_RANGES = 8  # changed line ranges named per module
 _SHORT = 8  # hex digits of a digest shown
 

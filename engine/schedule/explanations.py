@@ -38,7 +38,8 @@ class LabelRecords:
 
     def why(self, node: Target, parts: KeyParts) -> str:
         """Why `node`, with key parts `parts`, is not a hit: what differs from its record."""
-        return explain_miss(self.db.get_label(str(node.label)), parts_record(node.config, parts), self.code)
+        previous = self.db.get_label(str(node.label))
+        return "never built" if previous is None else explain_miss(previous, parts_record(node.config, parts), self.code)
 
     def save(self, resolved: list[tuple[Target, KeyParts, str, str, str]]) -> None:
         """Record (target, parts, key, output digest, "ran" | "hit") for each target whose key changed."""
