@@ -248,3 +248,10 @@ def test_config_diff_names_each_changed_leaf_in_full(before, after):
         path = c.text.split(": ", 1)[0]
         if path in flat_after:
             assert c.text.endswith(repr(flat_after[path]))  # never cut
+
+
+def test_a_record_of_an_unexpected_shape_is_said_unreadable_not_a_crash():
+    now = parts_record({"x": 1}, _parts())
+    for broken in ({"v": 2, "format": now["format"]}, {**now, "config": {"x": 5}}, {**now, "inputs": "not a dict"}, {**now, "modules": 3, "code": "other"}):
+        (change,) = diff_parts(broken, now)
+        assert change.text.startswith("its last record could not be read")

@@ -180,7 +180,15 @@ class CodeDiffer:
 
 
 def diff_parts(previous: dict, now: dict, code: CodeDiffer | None = None) -> list[Change]:
-    """Every part of `now` (a parts_record) that differs from `previous` (a record of the same label)."""
+    """Every part of `now` (a parts_record) that differs from `previous` (a record of the same label).
+    A record of an unexpected shape (damaged, or another mbuild's) is said to be unreadable."""
+    try:
+        return _diff_parts(previous, now, code)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        return [Change("record", "its last record could not be read (damaged, or written by another mbuild version)")]
+
+
+def _diff_parts(previous: dict, now: dict, code: CodeDiffer | None) -> list[Change]:
     changes: list[Change] = []
     before_format = previous.get("format", "mbuild-action/1")
     if before_format != now["format"]:

@@ -63,14 +63,15 @@ class LabelRecords:
         self.db.put_labels(records)
 
     def _keep_sources(self, modules: dict[str, str]) -> None:
-        """Put each module's source into the CAS if it is still the version that was keyed."""
+        """Put each module's source into the CAS if it is still the version that was keyed (a
+        failure only costs a later explanation its line numbers)."""
         for name, digest in modules.items():
-            if self.cas.has(digest):
-                continue
             path = self.codeprinter.source_path(name)
+            if path is None or self.cas.has(digest):
+                continue
             try:
-                data = path.read_bytes() if path is not None else None
+                data = path.read_bytes()
+                if digest_bytes(data) == digest:
+                    self.cas.put_bytes(data)
             except OSError:
                 continue
-            if data is not None and digest_bytes(data) == digest:
-                self.cas.put_bytes(data)
