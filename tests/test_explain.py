@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ran
+from mbuild.digests import digest_bytes
 from mbuild.encoding import encode
 from mbuild.keys.action_key import KeyParts
 from mbuild.keys.codeprint import CodePrint
@@ -85,12 +86,16 @@ def test_a_code_change_is_named_by_file_and_lines(ws):
     pipeline(ws)
     ws.build("//p:train")
     rules = ws.root / "cfgrules.py"
+    kept = ws.root / ".mbuild/cache/cas" / (d := digest_bytes(rules.read_bytes()))[:2] / d[2:]
+    assert kept.read_bytes() == rules.read_bytes()  # the keyed source is kept, to name lines later
     text = rules.read_text().splitlines()
     at = text.index("    seen = \"\".join((d / \"out.txt\").read_text() for d in ctx.inputs.data)")
     text[at + 1 : at + 1] = ["    # a comment", "    # and another"]
     rules.write_text("\n".join(text) + "\n")
     assert f"  code cfgrules.py changed (lines {at + 2}–{at + 3})" in explain(ws, "//p:train")
     assert f"(code cfgrules.py changed (lines {at + 2}–{at + 3}))" in ws.mbuild("build", "-n", "//p:train", check=True).stdout
+    kept.unlink()
+    assert "  code cfgrules.py changed (its earlier source is not kept)" in explain(ws, "//p:train")
 
 
 def test_an_input_change_is_followed_one_level_down_with_deep(ws):

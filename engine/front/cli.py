@@ -60,6 +60,7 @@ def main(directory: str | None) -> None:
       mbuild //experiments:train_llama        build a target (same as `mbuild build ...`)
       mbuild build //experiments/...          build every target under a package
       mbuild build --dry-run //experiments:all   show what would run, and why
+      mbuild explain //experiments:train_llama   why it would run (or why it ran)
     """
     if directory:
         os.chdir(directory)
