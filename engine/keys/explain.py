@@ -46,12 +46,19 @@ class Change:
 def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
     """Configuration values by dotted path: dataclass fields and string-keyed dict entries are
     followed (`train.seed`), anything else is a leaf."""
+    return _walk_config(config)[0]
+
+
+def _walk_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(the leaves by dotted path, the type of each dataclass passed through by its path)."""
     flat: dict[str, Any] = {}
+    types: dict[str, str] = {}
 
     def walk(path: str, value: Any) -> None:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             fields = dataclasses.fields(value)
             if fields:
+                types[path] = f"{type(value).__module__}.{type(value).__qualname__}"
                 for f in fields:
                     walk(f"{path}.{f.name}", getattr(value, f.name))
                 return
@@ -63,7 +70,7 @@ def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
 
     for name, value in config.items():
         walk(name, value)
-    return flat
+    return flat, types
 
 
 def input_entries(inputs: dict[str, Any]) -> dict[str, list[list]]:
@@ -92,7 +99,8 @@ def parts_record(config_values: dict[str, Any], parts: KeyParts) -> dict:
     """What a record keeps of a target's key parts (`config_values`: its configuration attributes):
     enough to name each part that changes, bounded."""
     config = {}
-    for path, value in flatten_config(config_values).items():
+    leaves, types = _walk_config(config_values)
+    for path, value in leaves.items():
         text = repr(value)
         config[path] = [digest_bytes(encode(value)), text if len(text) <= _MAX_SHOWN else None, len(text)]
     inputs: dict[str, Any] = {}
@@ -108,15 +116,11 @@ def parts_record(config_values: dict[str, Any], parts: KeyParts) -> dict:
         "python": parts.code.python,
         "packages": dict(parts.code.packages),
         "config": config,
-        "attrs": {name: [digest_bytes(encode(value)), _type_name(value)] for name, value in config_values.items()},
+        "types": types,
         "inputs": inputs,
         "env": dict(parts.env),
         "outputs": list(parts.outputs),
     }
-
-
-def _type_name(value: Any) -> str:
-    return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
 def short(digest: str | None) -> str:
@@ -201,7 +205,7 @@ def _diff_parts(previous: dict, now: dict, code: CodeDiffer | None) -> list[Chan
     changes.extend(_diff_runtime(previous, now))
     changes.extend(_diff_code(previous, now, code))
     changes.extend(_diff_config(previous["config"], now["config"]))
-    changes.extend(_diff_types(previous.get("attrs", {}), now["attrs"], changes))
+    changes.extend(_diff_types(previous.get("types", {}), now["types"]))
     changes.extend(_diff_inputs(previous["inputs"], now["inputs"]))
     for name in sorted(previous["env"].keys() | now["env"].keys()):
         if name not in now["env"]:
@@ -269,13 +273,12 @@ def _diff_config(previous: dict, now: dict) -> list[Change]:
     return changes
 
 
-def _diff_types(previous: dict, now: dict, named: list[Change]) -> list[Change]:
-    """An attribute whose value changed though none of its fields did: its type changed."""
-    said = {c.text.split(": ", 1)[0].split(".", 1)[0] for c in named if c.kind == "config"}
+def _diff_types(previous: dict, now: dict) -> list[Change]:
+    """A dataclass value whose class changed (its fields may be the same)."""
     return [
-        Change("config", f"{name}: {previous[name][1]} → {now[name][1]}")
-        for name in sorted(now)
-        if name in previous and previous[name][0] != now[name][0] and name not in said
+        Change("config", f"{path}: {previous[path]} → {now[path]}")
+        for path in sorted(now.keys() & previous.keys(), key=lambda p: (p.split("."), p))
+        if previous[path] != now[path]
     ]
 
 
