@@ -121,6 +121,12 @@ def test_the_environment_and_the_salt_are_explained(ws):
     assert explain_env(ws, "two") == ["  env EXPLAIN_TEST_VAR: 'one' → 'two'"]
     proc = ws.mbuild("explain", "//p:e", check=True, env={"EXPLAIN_TEST_VAR": ""})
     assert proc.stdout.splitlines()[1:] == ["  env EXPLAIN_TEST_VAR: 'one' → ''"]
+    ws.build_file("p", 'step(name="e", text="E", env=["EXPLAIN_TEST_VAR", "EXPLAIN_TEST_TOKEN"])\n')
+    proc = ws.mbuild("explain", "//p:e", check=True, env={"EXPLAIN_TEST_VAR": "one", "EXPLAIN_TEST_TOKEN": "hunter2"})
+    assert proc.stdout.splitlines()[1].startswith("  env EXPLAIN_TEST_TOKEN: newly declared ((hidden: digest ")
+    proc = ws.mbuild("aquery", "--output", "json", "//p:e", check=True, env={"EXPLAIN_TEST_VAR": "one", "EXPLAIN_TEST_TOKEN": "hunter2"})
+    assert "hunter2" not in proc.stdout and json.loads(proc.stdout)["actions"][0]["env"]["EXPLAIN_TEST_VAR"] == "one"
+    ws.build_file("p", 'step(name="e", text="E", env=["EXPLAIN_TEST_VAR"])\n')
     (ws.root / "WORKSPACE.toml").write_text('[workspace]\nname = "test"\nsalt = "rotated"\n')
     proc = ws.mbuild("explain", "//p:e", check=True, env={"EXPLAIN_TEST_VAR": "one"})
     assert proc.stdout.splitlines()[1:] == ["  workspace salt: '' → 'rotated'"]

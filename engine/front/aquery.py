@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from mbuild.keys.explain import flatten_config, input_entries
+from mbuild.keys.explain import env_text, flatten_config, input_entries, shown_env
 from mbuild.front.plan import Plan
 from mbuild.labels import Label
 from mbuild.schedule.status import State
@@ -42,7 +42,7 @@ def action(plan: Plan, label: Label) -> dict[str, Any]:
         },
         "config": {path: repr(value) for path, value in flatten_config(node.config).items()},
         "inputs": {attr: [{"kind": k, "name": n, "digest": d} for k, n, d in entries] for attr, entries in input_entries(parts.inputs).items()},
-        "env": dict(parts.env),
+        "env": {name: shown_env(name, value) for name, value in parts.env.items()},
         "outputs": list(parts.outputs),
         "salt": parts.salt,
     }
@@ -71,7 +71,7 @@ def render_text(actions: list[dict]) -> str:
                 out += [f"    {attr}: {e['name']}  {'source' if e['kind'] == 'file' else 'output'} {e['digest'] or '(would be rebuilt)'}" for e in entries]
         if a["env"]:
             out.append("  env:")
-            out += [f"    {name} = {'(unset)' if value is None else repr(value)}" for name, value in a["env"].items()]
+            out += [f"    {name} = {env_text(value)}" for name, value in a["env"].items()]
         out.append(f"  outputs:  {', '.join(a['outputs'])}")
         out.append(f"  salt:     {a['salt']!r}")
         out.append("")

@@ -118,9 +118,21 @@ def parts_record(config_values: dict[str, Any], parts: KeyParts) -> dict:
         "config": config,
         "types": types,
         "inputs": inputs,
-        "env": dict(parts.env),
+        "env": {name: shown_env(name, value) for name, value in parts.env.items()},
         "outputs": list(parts.outputs),
     }
+
+
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "ACCESS_KEY", "PRIVATE_KEY")
+
+
+def shown_env(name: str, value: str | None) -> str | None:
+    """A declared variable's value as records and aquery keep it: a name that looks like a secret's
+    (`HF_TOKEN`, `AWS_SECRET_ACCESS_KEY`) keeps only a digest of its value, so that neither the
+    database, an events file nor a CI log ever holds the secret."""
+    if value is None or not any(word in name.upper() for word in _SECRET_WORDS):
+        return value
+    return f"(hidden: digest {short(digest_bytes(value.encode('utf-8', 'surrogateescape')))})"
 
 
 def short(digest: str | None) -> str:
@@ -211,16 +223,17 @@ def _diff_parts(previous: dict, now: dict, code: CodeDiffer | None) -> list[Chan
         if name not in now["env"]:
             changes.append(Change("env", f"env {name}: no longer declared"))
         elif name not in previous["env"]:
-            changes.append(Change("env", f"env {name}: newly declared ({_env(now['env'][name])})"))
+            changes.append(Change("env", f"env {name}: newly declared ({env_text(now['env'][name])})"))
         elif previous["env"][name] != now["env"][name]:
-            changes.append(Change("env", f"env {name}: {_env(previous['env'][name])} → {_env(now['env'][name])}"))
+            changes.append(Change("env", f"env {name}: {env_text(previous['env'][name])} → {env_text(now['env'][name])}"))
     if previous["outputs"] != now["outputs"]:
         changes.append(Change("outputs", f"declared outputs: {', '.join(previous['outputs'])} → {', '.join(now['outputs'])}"))
     return changes
 
 
-def _env(value: str | None) -> str:
-    return "(unset)" if value is None else repr(value)
+def env_text(value: str | None) -> str:
+    """A declared variable's value as explanations print it."""
+    return "(unset)" if value is None else value if value.startswith("(hidden: ") else repr(value)
 
 
 def _diff_runtime(previous: dict, now: dict) -> list[Change]:
