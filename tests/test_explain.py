@@ -16,7 +16,8 @@ from mbuild.digests import digest_bytes
 from mbuild.encoding import encode
 from mbuild.keys.action_key import KeyParts
 from mbuild.keys.codeprint import CodePrint
-from mbuild.keys.explain import diff_parts, flatten_config, parts_record
+from mbuild.keys.explain import diff_parts
+from mbuild.keys.records import flatten_config, parts_record
 
 CONFIG_RULES = '''
 from dataclasses import dataclass, field

@@ -12,7 +12,8 @@ from typing import Any
 
 import orjson
 
-from mbuild.keys.explain import env_text, flatten_config, input_entries, shown_env
+from mbuild.keys.explain import env_text
+from mbuild.keys.records import flatten_config, input_entries, shown_env
 from mbuild.front.plan import Plan
 from mbuild.labels import Label
 from mbuild.schedule.status import State

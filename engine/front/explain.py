@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from mbuild.keys.explain import Change, diff_parts, parts_record, short
+from mbuild.keys.explain import Change, diff_parts
+from mbuild.keys.records import parts_record, short
 from mbuild.labels import Label
 from mbuild.front.plan import Plan
 from mbuild.schedule.status import State

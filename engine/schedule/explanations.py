@@ -15,7 +15,9 @@ from mbuild.digests import digest_bytes
 from mbuild.errors import BlobUnavailableError
 from mbuild.keys.action_key import KeyParts
 from mbuild.keys.codeprint import CodePrinter
-from mbuild.keys.explain import CodeDiffer, explain_miss, parts_record
+from mbuild.keys.codediff import CodeDiffer
+from mbuild.keys.explain import explain_miss
+from mbuild.keys.records import parts_record
 from mbuild.model.targets import Target
 from mbuild.stores.cas import LocalCAS
 from mbuild.stores.localdb import LocalDB
