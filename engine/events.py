@@ -29,12 +29,13 @@ class ActionEvent:
     because: str | None = None  # for skipped: the failed dependency
     bytes_up: int = 0  # to the remote cache
     bytes_down: int = 0  # from the remote cache
+    why: str | None = None  # ran or failed: what differs from its last recorded key
 
     def record(self) -> dict[str, Any]:
         rec = {"label": self.label, "key": self.key, "status": self.status, "seconds": round(self.seconds, 6), "source": self.source}
         if self.bytes_up or self.bytes_down:
             rec["bytes_up"], rec["bytes_down"] = self.bytes_up, self.bytes_down
-        for name in ("log", "error", "because"):
+        for name in ("log", "error", "because", "why"):
             if (value := getattr(self, name)) is not None:
                 rec[name] = value
         return rec

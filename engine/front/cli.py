@@ -60,6 +60,7 @@ def main(directory: str | None) -> None:
       mbuild //experiments:train_llama        build a target (same as `mbuild build ...`)
       mbuild build //experiments/...          build every target under a package
       mbuild build --dry-run //experiments:all   show what would run, and why
+      mbuild explain //experiments:train_llama   why it would run (or why it ran)
     """
     if directory:
         os.chdir(directory)
@@ -231,6 +232,53 @@ def _remove_mbuild_dir(path: Path) -> None:
                 os.unlink(entry.path)
     os.unlink(path / MARKER)
     os.rmdir(path)
+
+
+@main.command()
+@click.argument("label")
+@click.option("--deep", is_flag=True, help="Explain each changed dependency too, one level down (and so on through theirs).")
+def explain(label, deep):
+    """Why the action of LABEL would run, or why it ran at its last build: each part of its key
+    that differs from the last key recorded for it (configuration by dotted path, code by file and
+    lines, inputs by label and digest, environment, versions). Runs nothing, records nothing."""
+    from mbuild.front.explain import Explainer
+    from mbuild.front.plan import make_plan, one_target
+    from mbuild.model.loader import Loader
+
+    gc.disable()
+    quiet_storage_logs()
+    ws = load_workspace()
+    loader = Loader(ws)
+    target = one_target(ws, loader, label, "explain")
+    for line in Explainer(make_plan(ws, loader, [target]), deep).lines(target):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("words", nargs=-1, required=True, metavar="EXPRESSION...")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="How to print the actions.")
+def aquery(words, output):
+    """The actions of the targets a query expression selects (`mbuild query`'s language), each
+    with its key and every part that went into it: rule and version, code modules and their
+    digests, configuration, inputs and their digests, environment. Runs nothing."""
+    from mbuild.front.aquery import action, render_json, render_text
+    from mbuild.front.plan import make_plan
+    from mbuild.front.query.command import command_line_query
+    from mbuild.front.query.evaluate import evaluate
+    from mbuild.model.loader import Loader
+    from mbuild.model.targets import Target
+
+    gc.disable()
+    quiet_storage_logs()
+    ws = load_workspace()
+    loader = Loader(ws)
+    result = evaluate(command_line_query(words), loader, ws.package_at(Path.cwd()) or "")
+    labels = sorted(n.label for i in result.members if isinstance(n := result.graph.nodes[i], Target))
+    if not labels:
+        click.echo("Empty results", err=True)
+    plan = make_plan(ws, loader, labels) if labels else None
+    actions = [action(plan, label) for label in labels] if plan else []
+    sys.stdout.write(render_json(actions) if output == "json" else render_text(actions))
 
 
 main.add_command(query)

@@ -84,6 +84,11 @@ class CodePrinter:
         self._prints[seeds] = result
         return result
 
+    def source_path(self, name: str) -> Path | None:
+        """Where module `name`'s source is (None: not a project module, or gone)."""
+        found = self._find(name)
+        return None if found is None else found[0]
+
     def _packages(self, tops: set[str]) -> tuple[tuple[str, str], ...]:
         """The installed distributions that provide these import names (third-party ones only)."""
         found: set[tuple[str, str]] = set()

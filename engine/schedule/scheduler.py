@@ -32,7 +32,6 @@ from mbuild.events import ActionEvent, Console, EventsFile, TransferProgress
 from mbuild.keys.action_key import KeyParts, file_input, key_parts, tree_input
 from mbuild.keys.codeprint import CodePrinter
 from mbuild.keys.dists import Distributions
-from mbuild.keys.explain import explain_miss, parts_record
 from mbuild.labels import Label
 from mbuild.leases import LEASE_LOST_EXIT_CODE
 from mbuild.leases.guarded import RemoteLeaseError
@@ -44,6 +43,7 @@ from mbuild.rebuild.lookup import lookup, lookup_one
 from mbuild.runners.base import OnDone, Runner
 from mbuild.runners.local import LocalRunner
 from mbuild.runners.pool import WorkerDied
+from mbuild.schedule.explanations import LabelRecords
 from mbuild.schedule.outputs import Materializer
 from mbuild.schedule.settings import remote_config
 from mbuild.schedule.status import EVENT_STATUS, RESOLVED, RETRY_MAX, BuildOptions, BuildResult, NodeStatus, Prior, State
@@ -85,6 +85,7 @@ class Scheduler:
         if self.db.read_only:
             self.console.error(f"warning: the local cache {workspace.relpath(workspace.cache_dir)} is read-only: cached results are served, nothing new is recorded")
         self.codeprinter = CodePrinter(workspace.root, Distributions(None if self.db.read_only else workspace.cache_dir))
+        self.records = LabelRecords(workspace.root, self.db, self.cas, self.codeprinter)
         self.remote_config = remote_config(workspace, options)
         self.build_id = uuid.uuid4().hex  # the build's processes share what they learn about the remote under it
         self.remote = None
@@ -194,7 +195,8 @@ class Scheduler:
         unknown = [d for d in self.graph.deps[i] if self.status[d].state is State.WOULD_RUN]
         if unknown:
             st.state = State.WOULD_RUN
-            st.why = f"dependency {self.graph.order[unknown[0]].label} will run, so its output may change"
+            st.parts = self._key_parts(node, i)  # those dependencies' output digests unknown (None)
+            st.why = self.records.why(node, st.parts)
             self._resolved(i)
             return
         st.parts = self._key_parts(node, i)
@@ -239,9 +241,9 @@ class Scheduler:
         node = self.graph.order[i]
         if self.stopping:
             return  # a failure stopped the build: nothing new starts
+        st.why = self.records.why(node, st.parts)
         if self.options.dry_run:
             st.state = State.WOULD_RUN
-            st.why = self._explain_miss(node, st.parts)
             try:
                 st.holder = self.services.leases(self.exec_config).holder(st.key)
             except RemoteLeaseError:  # (counted for the remote's breaker)
@@ -442,7 +444,7 @@ class Scheduler:
         self.events.write(
             ActionEvent(
                 str(node.label), st.key, EVENT_STATUS[state], st.seconds if state is State.RAN or state is State.FAILED else 0.0,
-                st.source, st.log, st.error, st.because, st.bytes_up, st.bytes_down,
+                st.source, st.log, st.error, st.because, st.bytes_up, st.bytes_down, st.why if state is State.RAN or state is State.FAILED else None,
             ).record()
         )
         self._resolved(i)
@@ -497,22 +499,15 @@ class Scheduler:
 
     # --- explanations ----------------------------------------------------------------------------
 
-    def _explain_miss(self, node: Target, parts: KeyParts) -> str:
-        return explain_miss(self.db.get_label(str(node.label)), parts_record(node, parts))
-
     def _save_label_records(self) -> None:
         """Remember each target's latest key and its parts, so later builds can say what changed."""
-        keyed = {
-            str(node.label): i
-            for i, node in enumerate(self.graph.order)
-            if isinstance(node, Target) and self.status[i].state in RESOLVED and self.status[i].parts is not None
-        }
-        changed = self.db.changed_labels({label: self.status[i].key for label, i in keyed.items()})
-        records = {}
-        for label in changed:
-            i = keyed[label]
-            records[label] = parts_record(self.graph.order[i], self.status[i].parts) | {"key": self.status[i].key}
-        self.db.put_labels(records)
+        if not self.options.record_labels:
+            return
+        self.records.save([
+            (node, st.parts, st.key, st.digest, "ran" if st.state is State.RAN else "hit")
+            for node, st in zip(self.graph.order, self.status)
+            if st.state in RESOLVED and st.parts is not None and isinstance(node, Target)
+        ])
 
     # --- the end ---------------------------------------------------------------------------------
 

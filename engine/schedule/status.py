@@ -44,6 +44,7 @@ class BuildOptions:
     remote_upload: bool | None = None  # None: [remote].upload
     fray_backend: str | None = None  # None: [fray].backend
     remote_jobs: int | None = None  # None: [fray].remote_jobs
+    record_labels: bool = True  # False: leave the per-label records as they are (explain, aquery)
 
 
 @dataclass
@@ -58,7 +59,7 @@ class NodeStatus:
     log: str | None = None
     error: str | None = None
     because: str | None = None  # the failed dependency this was skipped for
-    why: str | None = None  # dry runs: why it would run
+    why: str | None = None  # why it runs or would run (what differs from its last recorded key)
     holder: Holder | None = None  # who holds its lease, when another builder does
     failed_before: dict | None = None  # dry runs: the recorded failure of this very key, if any
     retry_delay: float = RETRY_FIRST
