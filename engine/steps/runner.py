@@ -238,7 +238,8 @@ class StepRunner:
             why = st.why
             if label in vanished and st.state is State.WOULD_RUN:
                 why = f"its outputs at {self.path_for(step, st.key)} are gone"
-            elif st.state is State.WOULD_RUN and why and why.startswith("config 'hash_attrs'"):
+            elif st.state is State.WOULD_RUN and why and why.startswith(("hash_attrs", "config 'hash_attrs'")):
+                # the engine diffs the encoded hash_attrs; a step's own record names a traced call's fields
                 why = self._field_changes(step, label) or why
             run = runs.get(label)
             error = st.error
