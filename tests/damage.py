@@ -156,3 +156,47 @@ with env.begin(db=ac, write=True) as txn:
         print(k.decode()[:8])
 env.close()
 """
+
+
+# --- live pages of an LMDB file (for damage that must land on a page in use) --------------------
+
+_PAGE_HEADER = 16  # pgno (8), pad (2), flags (2), lower (2), upper (2) on 64-bit builds
+_P_BRANCH, _P_LEAF, _F_SUBDATA = 0x01, 0x02, 0x02
+
+
+def live_pages(data_mdb: Path, table: bytes, page_size: int = 4096) -> list[int]:
+    """The page numbers of the B-tree of named table `table` in an LMDB file, found by walking it
+    from the newest meta page (pages that are free, or held only by older snapshots, are never
+    among them). Assumes a 64-bit build, LMDB's on-disk format 1, and no duplicate-key tables."""
+    data = data_mdb.read_bytes()
+
+    def page(n: int) -> bytes:
+        return data[n * page_size : (n + 1) * page_size]
+
+    def nodes(p: bytes):
+        lower = int.from_bytes(p[12:14], "little")
+        for k in range((lower - _PAGE_HEADER) // 2):
+            at = int.from_bytes(p[_PAGE_HEADER + 2 * k : _PAGE_HEADER + 2 * k + 2], "little")
+            lo, hi, flags, ksize = (int.from_bytes(p[at + i : at + i + 2], "little") for i in (0, 2, 4, 6))
+            yield lo, hi, flags, p[at + 8 : at + 8 + ksize], p[at + 8 + ksize :]
+
+    def walk(root: int) -> list[int]:
+        out, todo = [], [root]
+        while todo:
+            n = todo.pop()
+            out.append(n)
+            p = page(n)
+            if int.from_bytes(p[10:12], "little") & _P_BRANCH:
+                todo.extend(lo | hi << 16 | flags << 32 for lo, hi, flags, _, _ in nodes(p))
+        return out
+
+    metas = [page(0)[_PAGE_HEADER:], page(1)[_PAGE_HEADER:]]
+    meta = max(metas, key=lambda m: int.from_bytes(m[128:136], "little"))  # mm_txnid
+    main_root = int.from_bytes(meta[72 + 40 : 72 + 48], "little")  # mm_dbs[MAIN_DBI].md_root
+    for n in walk(main_root):
+        p = page(n)
+        if int.from_bytes(p[10:12], "little") & _P_LEAF:
+            for _, _, flags, key, value in nodes(p):
+                if key == table and flags & _F_SUBDATA:
+                    return walk(int.from_bytes(value[40:48], "little"))
+    raise AssertionError(f"no table {table!r} in {data_mdb}")
