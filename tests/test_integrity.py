@@ -289,12 +289,25 @@ def test_a_damaged_database_is_moved_aside_and_rebuilt(ws, damage):
 
 
 def _stale_reader(db: Path) -> None:
-    """A process that dies (SIGKILL) with the database open, as one killed by a damaged page would."""
-    code = "import lmdb, sys; env = lmdb.open(sys.argv[1], max_dbs=16, map_size=1 << 40); txn = env.begin(); print('ready', flush=True); sys.stdin.read()"
+    """An mbuild process that dies (SIGKILL) with the database open, as one killed by a damaged page would."""
+    code = (
+        "import sys; from pathlib import Path; from mbuild.stores.localdb import LocalDB; db = LocalDB(Path(sys.argv[1])); "
+        "db.get_noop('x'); print('ready', flush=True); sys.stdin.read()"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def test_processes_that_exit_cleanly_leave_no_mark_and_cost_no_read_through(ws):
+    """Builders and their workers remove their marks in db/holders/ on the way out, so only a
+    process that died with the database open makes the next one read it through."""
+    pipeline(ws)
+    build(ws, "//p:b")
+    build(ws, "//p:c")
+    assert "reading it through" not in ws.last.stderr
+    assert list((ws.root / ".mbuild/cache/db/holders").iterdir()) == []
 
 
 @pytest.mark.parametrize("why", ["a reader died", "the machine restarted"])

@@ -17,8 +17,9 @@ serves a wrong result and never bricks the workspace:
   past the end of the file). So the whole database is first read through in a child process, and
   moved aside if the child dies or reports damage, whenever damage is likely: on the first open
   after the machine restarted (an OS crash is what tears unsynced pages; the boot id is kept in
-  `db/boot_id`), and when a process died with the database open (it leaves a stale reader slot:
-  this heals a database that killed its reader on the previous run).
+  `db/boot_id`), and when a process died with the database open (it leaves its mark in
+  `db/holders/`, localdb_holders.py, and often a stale reader slot: this heals a database that
+  killed its reader on the previous run).
 A cache directory that cannot be written (a read-only mount, no permission) is opened read-only:
 hits are served, nothing new is recorded, and the caller is told once (`read_only`).
 """
@@ -43,6 +44,7 @@ from mbuild.stores.localdb_checks import (
     DAMAGE, Truncated, allocate_lock_file, boot_id, describe, inode_of, is_permission, not_a_database_dir, probe, record_boot,
     recorded_boot, truncated,
 )
+from mbuild.stores.localdb_holders import HolderMark, died_holding
 from mbuild.stores.remote_health import RemoteHealth
 from mbuild.stores.srcstat import path_key, srcstat_check, srcstat_record
 from mbuild.stores.results import ActionResult
@@ -72,6 +74,7 @@ class LocalDB:
         self.read_only = False
         self._warn_fn = on_warning
         self._lock = threading.Lock()
+        self._mark = HolderMark(directory)  # placed once open: says whether this process died with it open
         self._h = self._open()
 
     # --- opening and healing ----------------------------------------------------------------------
@@ -92,15 +95,19 @@ class LocalDB:
                 problem = f"it could not be opened ({describe(exc)})"
             else:
                 booted = boot_id()
-                if not fresh and (stale or recorded_boot(self.directory) != booted):
+                died = died_holding(self.directory)  # always: it also clears the marks of the dead
+                if not fresh and (stale or died or recorded_boot(self.directory) != booted):
                     problem = probe(self.directory)
                 if problem is None:
                     record_boot(self.directory, booted)
+                    self._mark.place()
                     return handle
                 handle.env.close()
         self._move_aside(problem)
         handle, _ = self._open_env()
         record_boot(self.directory, boot_id())
+        self._mark = HolderMark(self.directory)
+        self._mark.place()
         return handle
 
     def _open_env(self) -> tuple[_Handle, int]:
@@ -156,6 +163,9 @@ class LocalDB:
             if inode_of(self.directory) == handle.inode:
                 self._move_aside(describe(exc))
             self._h, _ = self._open_env()
+            self._mark.remove()  # it went aside with the old database
+            self._mark = HolderMark(self.directory)
+            self._mark.place()
             # The old environment is not closed: other threads may still hold its transactions.
 
     def _warn(self, message: str) -> None:
@@ -204,6 +214,7 @@ class LocalDB:
 
     def close(self) -> None:
         self._h.env.close()
+        self._mark.remove()
 
     def sync(self) -> None:
         """Flush committed transactions to disk (once per build)."""
