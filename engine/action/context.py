@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from mbuild.action.progress import Reporter
 from mbuild.action.spec import ActionSpec
 from mbuild.labels import Label
 from mbuild.model.targets import Rule, map_labels
@@ -26,11 +27,13 @@ class ActionContext:
     - `work`: a resumable action's working directory, kept from a failed attempt to the next
       (None unless the rule or target is `resumable`); never an output itself
     - `env`: declared environment variables (the only ones in the key)
+    - `progress(step, total, **metrics)`: how far the action is, shown live by the build and
+      written to its events file (action/progress.py)
     """
 
     def __init__(
         self, attr: dict, inputs: dict, values: dict, labels: dict, out: Path, tmp: Path, env: dict, resources,
-        work: Path | None = None,
+        work: Path | None = None, reporter: Reporter | None = None,
     ):
         self.attr = SimpleNamespace(**attr)
         self.inputs = SimpleNamespace(**inputs)
@@ -41,19 +44,28 @@ class ActionContext:
         self.env = env
         self.resources = resources
         self.work = work
+        self._reporter = reporter
 
     def log(self, message: str) -> None:
         print(message, flush=True)
 
+    def progress(self, step: int | float, total: int | float | None = None, **metrics) -> None:
+        """Report `step` of `total` (None: unknown) and metrics (`loss=2.31, tokens_per_s=4100`).
+        Cheap enough to call every step: reports are rate-limited before they leave the process."""
+        if self._reporter is not None:
+            self._reporter.progress(step, total, **metrics)
 
-def invoke(spec: ActionSpec, paths: dict[str, Path], out: Path, tmp: Path, work: Path | None = None) -> Any:
+
+def invoke(
+    spec: ActionSpec, paths: dict[str, Path], out: Path, tmp: Path, work: Path | None = None, reporter: Reporter | None = None,
+) -> Any:
     impl = resolve_rule(spec.rule)
     inputs = {k: map_labels(as_labels(v), lambda lab: paths[str(lab)]) for k, v in spec.deps.items()}
     values = {
         k: map_labels(as_labels(v), lambda lab: r.value if (r := spec.inputs[str(lab)].result) else None)
         for k, v in spec.deps.items()
     }
-    ctx = ActionContext(spec.config, inputs, values, dict(spec.deps), out, tmp, dict(spec.env), spec.resources, work)
+    ctx = ActionContext(spec.config, inputs, values, dict(spec.deps), out, tmp, dict(spec.env), spec.resources, work, reporter)
     return json_value(impl(ctx), spec.label)
 
 

@@ -22,6 +22,7 @@ from mbuild.action.context import invoke
 from mbuild.action.inputs import InputGone, stage_inputs
 from mbuild.action.logs import failure_line, keep_log, output_to, tail
 from mbuild.action.outputs import action_meta, check_declared, collect
+from mbuild.action.progress import Reporter
 from mbuild.action.services import Services
 from mbuild.action.spec import ActionSpec, ExecConfig, Failed, InputUnavailable, Produced
 from mbuild.errors import StopRequested
@@ -31,9 +32,14 @@ from mbuild.stores import trees
 from mbuild.stores.localdb import LocalDB
 
 
-def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat: Heartbeat, box: sandbox.Sandbox) -> Produced | Failed | InputUnavailable:
+def execute(
+    spec: ActionSpec, config: ExecConfig, services: Services, heartbeat: Heartbeat, box: sandbox.Sandbox, reporter: Reporter | None = None,
+) -> Produced | Failed | InputUnavailable:
     """Stage inputs, run the rule, check and store its outputs. A lost lease stops the rule
-    (LeaseLost in this thread, or the process exits, as `config.in_process` says)."""
+    (LeaseLost in this thread, or the process exits, as `config.in_process` says). `reporter`:
+    where the rule's ctx.progress goes, and this action's phases when the build is profiled."""
+    reporter = reporter or Reporter(None, spec.key)
+    staging = time.time()
     faults.point("acquired")
     cas, db = services.stores(config.cache_dir)
     remote = services.remote(config)
@@ -46,11 +52,14 @@ def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat:
         return InputUnavailable(gone.label, gone.reason)
     faults.point("running")
     started = time.time()
+    reporter.span("stage inputs", staging, started)
     protected = [str(paths[label]) for label in spec.inputs]
     with output_to(scratch.log, config.capture_output) as log, stop_on_loss(heartbeat, "interrupt" if config.in_process else "exit"), box.read_only(protected):
+        if config.capture_output:
+            reporter.started(str(scratch.log))
         try:
             work = claim_work(spec, cache, heartbeat) if spec.resumable else None
-            value = invoke(spec, paths, scratch.out, scratch.tmp, work)
+            value = invoke(spec, paths, scratch.out, scratch.tmp, work, reporter)
             check_declared(spec.outputs, scratch.out)
         except LeaseLost:
             raise
@@ -84,11 +93,14 @@ def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat:
     if failure is not None:
         return failed(db, spec, failure_line(failure, scratch.out), tail(Path(log_path)), log_path)
     faults.point("hashing")
+    hashing = time.time()
+    reporter.span("run rule", started, hashing)
     try:
         result = collect(scratch.out, cas, value, action_meta(spec, started))
     except ValueError as exc:
         return failed(db, spec, str(exc), "", log_path or "")
     trees.adopt(scratch.out, result, cas)
+    reporter.span("hash outputs", hashing, time.time())
     return Produced(result, log_path or "", bytes_down=fetched)
 
 

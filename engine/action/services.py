@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mbuild.action.progress import Sink
 from mbuild.action.scratch import Scratch
 from mbuild.action.spec import ExecConfig
 from mbuild.events import TransferProgress
@@ -36,6 +37,9 @@ class Services:
         self._leases: dict[tuple, tuple[str, LeaseStore]] = {}  # -> (build, store)
         self._scratch: dict[tuple[str, int], Scratch] = {}
         self._warnings: list[str] = []  # from remote-cache clients, handed to the driver with outcomes
+        # Where actions run by this process send ctx.progress and the like (action/progress.py): a
+        # worker's driver, or the scheduler itself for actions on its own threads; None: nobody.
+        self.reports: Sink | None = None
 
     def stores(self, cache_dir: str) -> tuple[LocalCAS, LocalDB]:
         """The local CAS and database of `cache_dir`."""

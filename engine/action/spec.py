@@ -55,6 +55,7 @@ class ExecConfig:
     in_process: bool = False  # run in the driver's process: a lost lease interrupts the thread, not exit
     remote: RemoteConfig | None = None  # the shared remote cache, if any
     build: str = ""  # the build's id: its processes share what they learn about the remote (LocalDB.remote_health)
+    trace: bool = False  # the build is profiled (--profile): report each action's phases as spans
 
 
 @dataclass

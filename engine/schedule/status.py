@@ -12,6 +12,7 @@ from mbuild.keys.action_key import KeyParts
 from mbuild.labels import Label
 from mbuild.leases import Holder
 from mbuild.stores.results import ActionResult
+from mbuild.trace import Trace
 
 RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds between looks at an action another builder holds
 
@@ -44,6 +45,7 @@ class BuildOptions:
     remote_upload: bool | None = None  # None: [remote].upload
     fray_backend: str | None = None  # None: [fray].backend
     remote_jobs: int | None = None  # None: [fray].remote_jobs
+    trace: Trace | None = None  # --profile: where the build's spans go (trace.py)
 
 
 @dataclass

@@ -1,0 +1,128 @@
+"""The history of builds (`mbuild log`, `mbuild info`): one JSON line per build in
+<cache>/history.jsonl, appended at the end of each build.
+
+One `write()` of one line in append mode (tens of microseconds: the no-op path must not notice)
+and nothing per action. Bounded: once the file passes MAX_BYTES it is rewritten (to a temporary
+file, then renamed) with its last KEEP builds; a build appending during that rewrite may lose its
+line. Lines are read back as untrusted data: a line that is not a well-formed record is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+FILE = "history.jsonl"
+KEEP = 200  # builds kept when the file is rewritten
+MAX_BYTES = 1 << 20
+_MAX_LINES = 60  # summary lines kept per build
+_MAX_LINE = 400  # characters kept per summary line
+_MAX_FAILURES = 20
+
+
+@dataclass
+class BuildRecord:
+    """One build as `mbuild log` shows it."""
+
+    at: float  # time.time() at its end
+    command: list[str]  # what was asked: the command line after `mbuild`
+    cwd: str  # where it was asked (relative to the workspace root; "." for the root)
+    summary: dict[str, Any]  # the events file's summary (actions, ran, cache_hits, failed, seconds, exit_code, ...)
+    failures: list[dict[str, str]] = field(default_factory=list)  # {"label", "error"}
+    lines: list[str] = field(default_factory=list)  # the summary as printed, for `mbuild log --last`
+
+    def to_line(self) -> bytes:
+        record = asdict(self)
+        record["lines"] = [line[:_MAX_LINE] for line in self.lines[:_MAX_LINES]]
+        record["failures"] = [{"label": f["label"], "error": (f.get("error") or "")[:_MAX_LINE]} for f in self.failures[:_MAX_FAILURES]]
+        return orjson.dumps(record) + b"\n"
+
+    @staticmethod
+    def from_json(data: Any) -> BuildRecord | None:
+        """A record read back, or None if it is not one (a damaged or foreign line)."""
+        if not isinstance(data, dict):
+            return None
+        at, command, cwd, summary = data.get("at"), data.get("command"), data.get("cwd"), data.get("summary")
+        failures, lines = data.get("failures", []), data.get("lines", [])
+        if not (
+            isinstance(at, (int, float)) and isinstance(cwd, str) and isinstance(summary, dict)
+            and _strings(command) and _strings(lines) and isinstance(failures, list)
+            and all(isinstance(f, dict) and isinstance(f.get("label"), str) and isinstance(f.get("error"), str) for f in failures)
+        ):
+            return None
+        if not all(isinstance(summary.get(k, 0), (int, float)) for k in ("actions", "ran", "cache_hits", "failed", "seconds", "exit_code")):
+            return None
+        return BuildRecord(float(at), command, cwd, summary, failures, lines)
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def append(cache_dir: Path, record: BuildRecord) -> None:
+    """Add a build to the history (silently not, where the cache cannot be written)."""
+    path = cache_dir / FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError:
+        return  # a read-only cache, or none: no history
+    try:
+        os.write(fd, record.to_line())
+        size = os.fstat(fd).st_size
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    if size > MAX_BYTES:
+        _rewrite(path)
+
+
+def _rewrite(path: Path) -> None:
+    """Keep the last KEEP builds (see the module docstring)."""
+    try:
+        kept = path.read_bytes().splitlines(keepends=True)[-KEEP:]
+        tmp = path.with_name(f".{FILE}.{os.getpid()}.tmp")
+        tmp.write_bytes(b"".join(kept))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def read(cache_dir: Path, limit: int | None = None) -> list[BuildRecord]:
+    """The recorded builds, oldest first (the last `limit` of them)."""
+    try:
+        data = (cache_dir / FILE).read_bytes()
+    except OSError:
+        return []
+    records = []
+    for line in data.splitlines():
+        try:
+            record = BuildRecord.from_json(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            continue
+        if record is not None:
+            records.append(record)
+    return records[-limit:] if limit else records
+
+
+def outcome(record: BuildRecord) -> str:
+    """ok / FAILED / interrupted, from a record's exit code."""
+    code = record.summary.get("exit_code", 0)
+    return "ok" if code == 0 else "interrupted" if code == 130 else "FAILED"
+
+
+def counts(record: BuildRecord) -> str:
+    """`12 actions: 3 ran, 9 cache hits, 1 failed`."""
+    s = record.summary
+    n = int(s.get("actions", 0))
+    parts = [f"{int(s[k])} {word}" for k, word in (("ran", "ran"), ("cache_hits", "cache hits"), ("failed", "failed"), ("skipped", "skipped"), ("not_started", "not started")) if s.get(k)]
+    return f"{n} action{'s' if n != 1 else ''}" + (f": {', '.join(parts)}" if parts else "")
+
+
+def when(record: BuildRecord) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.at))
