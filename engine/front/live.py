@@ -124,6 +124,7 @@ class LiveConsole(Console):
         self._live.start()
 
     def __rich__(self) -> Any:
+        from rich.console import Group
         from rich.table import Table
         from rich.text import Text
 
@@ -139,7 +140,7 @@ class LiveConsole(Console):
                 what = describe_progress(r.report) if r.report is not None else ""
                 when = f"ETA {clock(eta)}" if eta is not None else ""
                 if r.expected is not None:
-                    when += f" (last run {clock(r.expected)})"
+                    when += f" (last run {clock(r.expected) if r.expected >= 10 else f'{r.expected:.1f}s'})"
                 rows.append((r.label, clock(elapsed), what, when.strip()))
             more = len(running) - _SHOWN
         table = Table.grid(padding=(0, 2))
@@ -147,12 +148,11 @@ class LiveConsole(Console):
         table.add_column(justify="right", no_wrap=True)
         table.add_column(no_wrap=True, overflow="ellipsis")
         table.add_column(no_wrap=True)
-        table.add_row(Text(head, style="bold"), "", "", "")
         for label, elapsed, what, when in rows:
             table.add_row(Text("  " + label, style="cyan"), Text(elapsed), Text(what), Text(when, style="dim"))
         if more > 0:
             table.add_row(Text(f"  ... and {more} more running"), "", "", "")
-        return table
+        return Group(Text(head, style="bold"), table)
 
 
 class LogFollower:
