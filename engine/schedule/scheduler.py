@@ -332,6 +332,7 @@ class Scheduler:
                 lookup=self._lookup_anywhere,
                 namespace=self.remote_config.url if self.remote_config else None,
                 services=self.services,
+                on_progress=lambda tag, record: self.done.put(_Report(record)),
             )
         return self.fray
 
