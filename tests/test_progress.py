@@ -294,3 +294,39 @@ def test_profile_writes_a_chrome_trace_with_a_row_per_worker(pws, tmp_path):
     assert spans[0]["name"] == "no-op check" and spans[0]["tid"] == 0
     assert not [e for e in spans if e["cat"] == "action"]
     assert all(e["args"]["hit"] for e in spans if e["name"] == "cache lookup")
+
+
+def test_a_remote_tagged_action_reports_progress_through_fray(pws):
+    """fray's default in-process backend hands reports over directly; -v follows the job's log."""
+    pws.build_file("p", _header(pws) + 'reporting(name="r", say="from the job", steps=2, resources={"cpu": 1})\n')
+    events = pws.build("//p:r", extra=("-v",))
+    assert [e["source"] for e in events if e.get("status") == "ran"][0].startswith("fray:local/")
+    progress = [(e["step"], e["metrics"]) for e in events if e.get("status") == "progress"]
+    assert progress == [(1, {"loss": 0.5, "tokens_per_s": 1234}), (2, {"loss": 0.25})]
+    assert "//p:r> from the job" in pws.last.stderr
+
+
+def test_job_progress_lines_round_trip_and_bad_lines_are_skipped():
+    from mbuild.runners.fray.job_progress import PROGRESS_LINE, ProgressLines, progress_in
+
+    read, write = os.pipe()
+    sink = ProgressLines(write, every=3600)
+    sink({"key": "k", "at": 1.0, "step": 1, "total": 3, "metrics": {"loss": 0.5}})
+    sink({"key": "k", "at": 2.0, "step": 2, "total": 3, "metrics": {}})  # within the interval: dropped
+    sink({"key": "k", "at": 3.0, "step": 3, "total": 3, "metrics": {"loss": 0.1}})  # the last step: kept
+    sink({"key": "k", "at": 4.0, "log": "/x/log"})
+    sink({"key": "k", "span": "run rule", "start": 0, "end": 1})  # spans stay in the job
+    os.close(write)
+    lines = os.read(read, 1 << 16).decode().splitlines()
+    os.close(read)
+    lines += [PROGRESS_LINE + "{not json", PROGRESS_LINE + '{"key": 1, "at": 5}', PROGRESS_LINE + '{"key": "k", "at": 6, "step": "x", "total": null, "metrics": {}}']
+    assert [(r.get("step"), r.get("log")) for r in progress_in(lines, after=0)] == [(1, None), (3, None), (None, "/x/log")]
+    assert [r["at"] for r in progress_in(lines, after=3.0)] == [4.0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(max_size=40).map(lambda t: "===== mbuild: progress " + t) | st.text(max_size=20), max_size=5))
+def test_reading_job_progress_never_raises(lines):
+    from mbuild.runners.fray.job_progress import progress_in
+
+    assert all(isinstance(r["key"], str) for r in progress_in(lines, after=0))
