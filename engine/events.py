@@ -223,7 +223,7 @@ def _num(value: Any) -> str:
         if value.is_integer() and abs(value) < 1e15:
             return str(int(value))
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value / 1000:.1f}k" if abs(value) < 1e7 else f"{value:.3g}"
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 100_000:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
         return f"{value / 1000:.1f}k" if abs(value) < 10_000_000 else f"{value:.3g}"
     return str(value)
 

@@ -24,4 +24,4 @@ def train_llama(ctx: ActionContext):
     has no ctx.work, and always starts from step 0)."""
     from mllib.train import train
 
-    return train(ctx.attr.model, ctx.attr.train, ctx.inputs.data, ctx.out, log=ctx.log, work_dir=ctx.work, progress=ctx.progress)
+    return train(ctx.attr.model, ctx.attr.train, ctx.inputs.data, ctx.out, log=ctx.log, work_dir=ctx.work, on_progress=ctx.progress)
