@@ -53,18 +53,20 @@ def build(
     remote_jobs: int | None = None,
     console: Console | None = None,
     profile: Path | None = None,
+    checked: bool = False,
 ) -> BuildResult:
     """Build what `patterns` name; returns per-target outcomes, outputs and a summary.
 
     `remote`: a remote cache URL overriding [remote].url ("" for none); `remote_upload` overrides
     [remote].upload; `fray` overrides [fray].backend (where remote-tagged actions run);
     `remote_jobs` overrides [fray].remote_jobs. `profile`: write a Chrome trace of the build there
-    (trace.py). Relative patterns (`:name`, `name`, `:all`, `...`,
+    (trace.py). `checked`: `workspace` came from load_workspace(), which checked its directories
+    already (the command line; a check costs about half a millisecond). Relative patterns (`:name`, `name`, `:all`, `...`,
     `sub/...`) are relative to the package of the current directory, as on the command line.
     """
     ws = workspace if isinstance(workspace, Workspace) else load_workspace(workspace)
     patterns = absolute_patterns(ws, patterns)
-    if isinstance(workspace, Workspace):
+    if isinstance(workspace, Workspace) and not checked:
         check_directories(ws)
     if jobs is not None:
         check_jobs(jobs, "--jobs")

@@ -97,7 +97,7 @@ def build(patterns, jobs, keep_going, dry_run, events, retry_failed, remote_cach
     try:
         result = run_build(
             patterns, workspace=ws, jobs=jobs, keep_going=keep_going, dry_run=dry_run, events=events, retry_failed=retry_failed,
-            remote=remote, remote_upload=remote_upload, fray=fray_backend, remote_jobs=remote_jobs, console=console, profile=profile,
+            remote=remote, remote_upload=remote_upload, fray=fray_backend, remote_jobs=remote_jobs, console=console, profile=profile, checked=True,
         )
     finally:
         console.close()
