@@ -244,22 +244,43 @@ def test_history_is_bounded_and_skips_lines_that_are_not_records(tmp_path, monke
     monkeypatch.setattr(history, "KEEP", 5)
     summary = {"actions": 1, "ran": 1, "cache_hits": 0, "failed": 0, "seconds": 0.1, "exit_code": 0}
     for i in range(100):
-        history.append(tmp_path, history.BuildRecord(float(i), ["build", f"//p:{i}"], ".", summary, [], ["x" * 100]))
+        history.append(tmp_path, history.make(["build", f"//p:{i}"], ".", summary, [], ["x" * 100]) | {"at": float(i)})
     assert (tmp_path / history.FILE).stat().st_size <= 4096 + 400
     with open(tmp_path / history.FILE, "ab") as f:
         f.write(b'not json\n{"at": "yesterday"}\n[1, 2]\n')
     kept = history.read(tmp_path)
-    assert 1 <= len(kept) <= 40 and kept[-1].command == ["build", "//p:99"]
-    assert [r.at for r in kept] == sorted(r.at for r in kept)
+    assert 1 <= len(kept) <= 40 and kept[-1]["command"] == ["build", "//p:99"]
+    assert [r["at"] for r in kept] == sorted(r["at"] for r in kept)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.sampled_from([1e300, -1.0, 7.5]) | st.text(max_size=5),
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["at", "command", "cwd", "summary", "failures", "lines", "label", "error", "actions"]), inner, max_size=6),
                     max_leaves=20))
 def test_reading_history_never_trusts_a_line(data):
-    record = history.BuildRecord.from_json(data)
-    assert record is None or isinstance(record.summary, dict) and all(isinstance(c, str) for c in record.command)
+    _check_record(data)
+
+
+_number = st.integers(-5, 10**6) | st.floats(allow_nan=True, allow_infinity=True) | st.booleans()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.fixed_dictionaries(
+    {"at": _number, "command": st.lists(st.text(max_size=5), max_size=3), "cwd": st.text(max_size=5),
+     "summary": st.dictionaries(st.sampled_from(["actions", "ran", "cache_hits", "failed", "seconds", "exit_code", "skipped"]), _number)},
+    optional={"failures": st.lists(st.fixed_dictionaries({"label": st.text(max_size=5), "error": st.text(max_size=5)}), max_size=2),
+              "lines": st.lists(st.text(max_size=5), max_size=2)},
+))
+def test_reading_history_takes_records_that_are_well_formed(data):
+    _check_record(data)
+
+
+def _check_record(data):
+    record = history.valid(data)
+    assert record is None or isinstance(record["summary"], dict) and all(isinstance(c, str) for c in record["command"])
+    if record is not None:
+        assert history.valid(json.loads(json.dumps(record))) == record
+        assert history.counts(record) and history.outcome(record) and history.when(record)
 
 
 def test_profile_writes_a_chrome_trace_with_a_row_per_worker(pws, tmp_path):

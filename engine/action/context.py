@@ -6,13 +6,15 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mbuild.action.progress import Reporter
 from mbuild.action.spec import ActionSpec
 from mbuild.labels import Label
 from mbuild.model.targets import Rule, map_labels
 from mbuild.stores.results import json_value
+
+if TYPE_CHECKING:  # `import mbuild` (which exports ActionContext) need not load it
+    from mbuild.action.progress import Reporter
 
 
 class ActionContext:

@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mbuild import faults
 from mbuild.action import resume, sandbox
@@ -22,7 +23,6 @@ from mbuild.action.context import invoke
 from mbuild.action.inputs import InputGone, stage_inputs
 from mbuild.action.logs import failure_line, keep_log, output_to, tail
 from mbuild.action.outputs import action_meta, check_declared, collect
-from mbuild.action.progress import Reporter
 from mbuild.action.services import Services
 from mbuild.action.spec import ActionSpec, ExecConfig, Failed, InputUnavailable, Produced
 from mbuild.errors import StopRequested
@@ -31,6 +31,9 @@ from mbuild.leases.on_loss import stop_on_loss
 from mbuild.stores import trees
 from mbuild.stores.localdb import LocalDB
 
+if TYPE_CHECKING:
+    from mbuild.action.progress import Reporter
+
 
 def execute(
     spec: ActionSpec, config: ExecConfig, services: Services, heartbeat: Heartbeat, box: sandbox.Sandbox, reporter: Reporter | None = None,
@@ -38,7 +41,10 @@ def execute(
     """Stage inputs, run the rule, check and store its outputs. A lost lease stops the rule
     (LeaseLost in this thread, or the process exits, as `config.in_process` says). `reporter`:
     where the rule's ctx.progress goes, and this action's phases when the build is profiled."""
-    reporter = reporter or Reporter(None, spec.key)
+    if reporter is None:
+        from mbuild.action.progress import Reporter  # (not at the top: the driver's no-op path imports this module)
+
+        reporter = Reporter(None, spec.key)
     staging = time.time()
     faults.point("acquired")
     cas, db = services.stores(config.cache_dir)

@@ -14,7 +14,6 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mbuild.action.progress import Sink
 from mbuild.action.scratch import Scratch
 from mbuild.action.spec import ExecConfig
 from mbuild.events import TransferProgress
@@ -24,6 +23,7 @@ from mbuild.stores.cas import LocalCAS
 from mbuild.stores.localdb import LocalDB
 
 if TYPE_CHECKING:  # the remote store (and asyncio) load only when a remote cache is configured
+    from mbuild.action.progress import Sink
     from mbuild.stores.remote import RemoteCache
 
 

@@ -18,7 +18,6 @@ from mbuild.schedule import noop
 from mbuild.schedule.amend import amend
 from mbuild.schedule.scheduler import Scheduler
 from mbuild.schedule.status import BuildOptions, BuildResult
-from mbuild.trace import Trace
 from mbuild.model.workspace import Workspace, check_directories, check_fray_backend, check_jobs, load_workspace
 
 
@@ -83,13 +82,22 @@ def build(
         remote_upload=remote_upload,
         fray_backend=fray,
         remote_jobs=remote_jobs,
-        trace=Trace(profile) if profile is not None else None,
+        trace=_trace(profile),
     )
     try:
         return _build(ws, patterns, options, console, dry_run, events)
     finally:
         if options.trace is not None:
             options.trace.write()
+
+
+def _trace(profile: Path | None):
+    """The build's trace (--profile), or None; the module loads only when one is asked for."""
+    if profile is None:
+        return None
+    from mbuild.trace import Trace
+
+    return Trace(profile)
 
 
 def _build(ws: Workspace, patterns: list[str], options: BuildOptions, console: Console | None, dry_run: bool, events: Path | None) -> BuildResult:

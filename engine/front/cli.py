@@ -84,7 +84,6 @@ def main(directory: str | None) -> None:
 def build(patterns, jobs, keep_going, dry_run, events, retry_failed, remote_cache, no_remote, remote_upload, fray_backend, remote_jobs, quiet, verbose, profile):
     """Build targets named by labels or patterns (//pkg:name, //pkg:all, //pkg/..., //...)."""
     from mbuild.front.build import build as run_build
-    from mbuild.front.live import make_console
     from mbuild.front.records import record_build
 
     gc.disable()  # a build allocates many long-lived objects and makes no garbage cycles worth collecting
@@ -93,7 +92,11 @@ def build(patterns, jobs, keep_going, dry_run, events, retry_failed, remote_cach
         raise click.UsageError("--no-remote and --remote-cache contradict each other")
     remote = "" if no_remote else remote_cache
     ws = load_workspace()
-    console = make_console(quiet=quiet, verbose=verbose)
+    console = Console(quiet=quiet)
+    if verbose or (not quiet and sys.stderr.isatty()):  # the live console and -v's log follower (and rich) load only then
+        from mbuild.front.live import make_console
+
+        console = make_console(quiet=quiet, verbose=verbose)
     try:
         result = run_build(
             patterns, workspace=ws, jobs=jobs, keep_going=keep_going, dry_run=dry_run, events=events, retry_failed=retry_failed,

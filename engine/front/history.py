@@ -1,19 +1,21 @@
 """The history of builds (`mbuild log`, `mbuild info`): one JSON line per build in
 <cache>/history.jsonl, appended at the end of each build.
 
-One `write()` of one line in append mode (tens of microseconds: the no-op path must not notice)
-and nothing per action. Bounded: once the file passes MAX_BYTES it is rewritten (to a temporary
-file, then renamed) with its last KEEP builds; a build appending during that rewrite may lose its
-line. Lines are read back as untrusted data: a line that is not a well-formed record is skipped.
+One `write()` of one line in append mode (tens of microseconds: the no-op path must not notice;
+for the same reason records are plain JSON data, typed by a TypedDict, and this module is cheap
+to import) and nothing per action. Bounded: once the file passes MAX_BYTES it is rewritten (to
+a temporary file, then renamed) with its last KEEP builds; a build appending during that rewrite
+may lose its line. Lines are read back as untrusted data: a line that is not a well-formed
+record is skipped.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 
@@ -23,41 +25,48 @@ MAX_BYTES = 1 << 20
 _MAX_LINES = 60  # summary lines kept per build
 _MAX_LINE = 400  # characters kept per summary line
 _MAX_FAILURES = 20
+_COUNTS = ("actions", "ran", "cache_hits", "failed", "seconds", "exit_code")
 
 
-@dataclass
-class BuildRecord:
+class BuildRecord(TypedDict):
     """One build as `mbuild log` shows it."""
 
     at: float  # time.time() at its end
     command: list[str]  # what was asked: the command line after `mbuild`
     cwd: str  # where it was asked (relative to the workspace root; "." for the root)
     summary: dict[str, Any]  # the events file's summary (actions, ran, cache_hits, failed, seconds, exit_code, ...)
-    failures: list[dict[str, str]] = field(default_factory=list)  # {"label", "error"}
-    lines: list[str] = field(default_factory=list)  # the summary as printed, for `mbuild log --last`
+    failures: list[dict[str, str]]  # {"label", "error"}
+    lines: list[str]  # the summary as printed, for `mbuild log --last`
 
-    def to_line(self) -> bytes:
-        record = asdict(self)
-        record["lines"] = [line[:_MAX_LINE] for line in self.lines[:_MAX_LINES]]
-        record["failures"] = [{"label": f["label"], "error": (f.get("error") or "")[:_MAX_LINE]} for f in self.failures[:_MAX_FAILURES]]
-        return orjson.dumps(record) + b"\n"
 
-    @staticmethod
-    def from_json(data: Any) -> BuildRecord | None:
-        """A record read back, or None if it is not one (a damaged or foreign line)."""
-        if not isinstance(data, dict):
-            return None
-        at, command, cwd, summary = data.get("at"), data.get("command"), data.get("cwd"), data.get("summary")
-        failures, lines = data.get("failures", []), data.get("lines", [])
-        if not (
-            isinstance(at, (int, float)) and isinstance(cwd, str) and isinstance(summary, dict)
-            and _strings(command) and _strings(lines) and isinstance(failures, list)
-            and all(isinstance(f, dict) and isinstance(f.get("label"), str) and isinstance(f.get("error"), str) for f in failures)
-        ):
-            return None
-        if not all(isinstance(summary.get(k, 0), (int, float)) for k in ("actions", "ran", "cache_hits", "failed", "seconds", "exit_code")):
-            return None
-        return BuildRecord(float(at), command, cwd, summary, failures, lines)
+def make(command: list[str], cwd: str, summary: dict[str, Any], failures: list[dict[str, str]], lines: list[str]) -> BuildRecord:
+    """A record of a build that just ended, cut to its bounds."""
+    return BuildRecord(
+        at=time.time(), command=list(command), cwd=cwd, summary=summary,
+        failures=[{"label": f["label"], "error": f["error"][:_MAX_LINE]} for f in failures[:_MAX_FAILURES]],
+        lines=[line[:_MAX_LINE] for line in lines[:_MAX_LINES]],
+    )
+
+
+def valid(data: Any) -> BuildRecord | None:
+    """`data` if it is a well-formed record (a line of the file, not trusted), else None."""
+    if not isinstance(data, dict):
+        return None
+    at, command, cwd, summary = data.get("at"), data.get("command"), data.get("cwd"), data.get("summary")
+    failures, lines = data.get("failures", []), data.get("lines", [])
+    if not (
+        _number(at) and 0 <= at < 1e11 and isinstance(cwd, str) and isinstance(summary, dict)
+        and _strings(command) and _strings(lines) and isinstance(failures, list)
+        and all(isinstance(f, dict) and isinstance(f.get("label"), str) and isinstance(f.get("error"), str) for f in failures)
+    ):
+        return None
+    if not all(_number(summary.get(k, 0)) and abs(summary.get(k, 0)) < 1e15 for k in _COUNTS):
+        return None
+    return BuildRecord(at=float(at), command=command, cwd=cwd, summary=summary, failures=failures, lines=lines)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _strings(value: Any) -> bool:
@@ -72,7 +81,7 @@ def append(cache_dir: Path, record: BuildRecord) -> None:
     except OSError:
         return  # a read-only cache, or none: no history
     try:
-        os.write(fd, record.to_line())
+        os.write(fd, orjson.dumps(record) + b"\n")
         size = os.fstat(fd).st_size
     except OSError:
         return
@@ -102,7 +111,7 @@ def read(cache_dir: Path, limit: int | None = None) -> list[BuildRecord]:
     records = []
     for line in data.splitlines():
         try:
-            record = BuildRecord.from_json(orjson.loads(line))
+            record = valid(orjson.loads(line))
         except orjson.JSONDecodeError:
             continue
         if record is not None:
@@ -112,17 +121,18 @@ def read(cache_dir: Path, limit: int | None = None) -> list[BuildRecord]:
 
 def outcome(record: BuildRecord) -> str:
     """ok / FAILED / interrupted, from a record's exit code."""
-    code = record.summary.get("exit_code", 0)
+    code = record["summary"].get("exit_code", 0)
     return "ok" if code == 0 else "interrupted" if code == 130 else "FAILED"
 
 
 def counts(record: BuildRecord) -> str:
     """`12 actions: 3 ran, 9 cache hits, 1 failed`."""
-    s = record.summary
+    s = record["summary"]
     n = int(s.get("actions", 0))
-    parts = [f"{int(s[k])} {word}" for k, word in (("ran", "ran"), ("cache_hits", "cache hits"), ("failed", "failed"), ("skipped", "skipped"), ("not_started", "not started")) if s.get(k)]
+    words = (("ran", "ran"), ("cache_hits", "cache hits"), ("failed", "failed"), ("skipped", "skipped"), ("not_started", "not started"))
+    parts = [f"{int(s[k])} {word}" for k, word in words if _number(s.get(k)) and abs(s[k]) < 1e15 and s[k]]
     return f"{n} action{'s' if n != 1 else ''}" + (f": {', '.join(parts)}" if parts else "")
 
 
 def when(record: BuildRecord) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.at))
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["at"]))

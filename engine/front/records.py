@@ -5,28 +5,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from mbuild.front import history
-from mbuild.model.workspace import Workspace, load_workspace
+from mbuild.model.workspace import load_workspace
+
+if TYPE_CHECKING:
+    from mbuild.model.workspace import Workspace
 
 _HIT_RATE_BUILDS = 10
 
 
 def record_build(ws: Workspace, argv: list[str], result, lines: list[str]) -> None:
     """Append this build to the history (front/history.py): one line, one write."""
+    from mbuild.front import history
+
     summary = result.summary.record()["summary"]
     failures = [{"label": str(label), "error": (st.error or "").splitlines()[0] if st.error else ""} for label, st in result.failures]
     cwd = os.path.relpath(os.getcwd(), ws.root)
-    record = history.BuildRecord(_now(), list(argv), cwd if not cwd.startswith("..") else os.getcwd(), summary, failures, lines)
-    history.append(ws.cache_dir, record)
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
+    history.append(ws.cache_dir, history.make(argv, cwd if not cwd.startswith("..") else os.getcwd(), summary, failures, lines))
 
 
 @click.command(name="log")
@@ -34,6 +32,8 @@ def _now() -> float:
 @click.option("--last", is_flag=True, help="Replay the last build's summary, as it was printed.")
 def log_command(count: int, last: bool) -> None:
     """The last builds: when, what was asked, counts, time, failures."""
+    from mbuild.front import history
+
     ws = load_workspace()
     records = history.read(ws.cache_dir, 1 if last else count)
     if not records:
@@ -41,22 +41,24 @@ def log_command(count: int, last: bool) -> None:
         return
     if last:
         r = records[-1]
-        click.echo(f"{history.when(r)}  mbuild {' '.join(r.command)}  (in {r.cwd})")
-        for line in r.lines:
+        click.echo(f"{history.when(r)}  mbuild {' '.join(r['command'])}  (in {r['cwd']})")
+        for line in r["lines"]:
             click.echo(line)
         return
     for r in records:
-        seconds = float(r.summary.get("seconds", 0.0))
-        click.echo(f"{history.when(r)}  {history.outcome(r):<11} {seconds:8.2f}s  {history.counts(r)}  mbuild {' '.join(r.command)}")
-        for f in r.failures[:3]:
+        seconds = float(r["summary"].get("seconds", 0.0))
+        click.echo(f"{history.when(r)}  {history.outcome(r):<11} {seconds:8.2f}s  {history.counts(r)}  mbuild {' '.join(r['command'])}")
+        for f in r["failures"][:3]:
             click.echo(f"    FAILED {f['label']}: {f['error']}")
-        if len(r.failures) > 3:
-            click.echo(f"    ... and {len(r.failures) - 3} more failed")
+        if len(r["failures"]) > 3:
+            click.echo(f"    ... and {len(r['failures']) - 3} more failed")
 
 
 @click.command()
 def info() -> None:
     """The local cache: where it is, its size, its entries, and the hit rate of the last builds."""
+    from mbuild.front import history
+
     ws = load_workspace()
     cache = ws.cache_dir
     click.echo(f"workspace     {ws.root}")
@@ -73,8 +75,8 @@ def info() -> None:
     click.echo(f"remote cache  {remote or '(none)'}")
     records = history.read(cache, _HIT_RATE_BUILDS)
     if records:
-        actions = sum(int(r.summary.get("actions", 0)) for r in records)
-        hits = sum(int(r.summary.get("cache_hits", 0)) for r in records)
+        actions = sum(int(r["summary"].get("actions", 0)) for r in records)
+        hits = sum(int(r["summary"].get("cache_hits", 0)) for r in records)
         rate = f"{100 * hits / actions:.1f}% cache hits ({hits:,} of {actions:,} actions)" if actions else "no actions"
         failed = sum(history.outcome(r) != "ok" for r in records)
         click.echo(f"last {len(records)} build{'s' if len(records) != 1 else ''}  {rate}, {failed} not ok; the last at {history.when(records[-1])}")

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from mbuild.action import resume, sandbox
-from mbuild.action.progress import Reporter
 from mbuild.action.run import execute
 from mbuild.action.services import Services, process_services
 from mbuild.action.spec import ActionSpec, Busy, ExecConfig, Failed, Outcome, Produced, Ran
@@ -28,6 +27,8 @@ from mbuild.rebuild.slot import ActionSlot
 def run_action(spec: ActionSpec, config: ExecConfig, services: Services | None = None) -> Outcome:
     """The outcome of running `spec` once (see the module docstring); never raises for the action's
     own failures. `services`: this process's open stores (default: process_services())."""
+    from mbuild.action.progress import Reporter  # here: the driver imports this module on its no-op path too
+
     services = services or process_services()
     began = time.time()
     reporter = Reporter(services.reports, spec.key, spans=config.trace)
