@@ -258,8 +258,10 @@ class TransferProgress:
 
     MIN_BYTES = 64 << 20
 
-    def __init__(self, stream: IO[str] | None = None):
+    def __init__(self, stream: IO[str] | None = None, say: Any = None):
+        """`say(text)`: where the lines go instead of `stream` (the build's console, which may be live)."""
         self.stream = stream or sys.stderr
+        self.say = say
         self._shown: dict[str, int] = {}
 
     def __call__(self, digest: str, done: int, total: int) -> None:
@@ -268,4 +270,8 @@ class TransferProgress:
         quarter = 4 * done // total
         if quarter > self._shown.get(digest, 0) or digest not in self._shown:
             self._shown[digest] = quarter
-            print(f"  transferring blob {digest[:12]}: {done >> 20} / {total >> 20} MiB", file=self.stream, flush=True)
+            text = f"  transferring blob {digest[:12]}: {done >> 20} / {total >> 20} MiB"
+            if self.say is not None:
+                self.say(text)
+            else:
+                print(text, file=self.stream, flush=True)

@@ -98,7 +98,7 @@ class Scheduler:
             from mbuild.stores.remote import RemoteCache
 
             health = self.db.remote_health(self.remote_config.url, self.build_id)
-            self.remote = RemoteCache(self.remote_config, on_warning=self._warn_once, on_progress=TransferProgress(self.console.stream), health=health)
+            self.remote = RemoteCache(self.remote_config, on_warning=self._warn_once, on_progress=TransferProgress(say=self.console.error), health=health)
         self.remote_queue: list[int] = []  # local misses waiting for one batched remote lookup
         self.worker_requests = 0  # remote requests made by workers and jobs
         self.warned: set[str] = set()
