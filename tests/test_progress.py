@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mbuild.action.progress import ProgressError, Reporter
-from mbuild.front import history
+from mbuild.front import records as history
 
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
