@@ -83,6 +83,14 @@ class Summary:
         }
 
 
+def progress_record(label: str, key: str | None, report: dict[str, Any], elapsed: float) -> dict[str, Any]:
+    """The events-file line of a running action's ctx.progress report (status "progress")."""
+    return {
+        "label": label, "key": key, "status": "progress", "step": report.get("step"), "total": report.get("total"),
+        "metrics": report.get("metrics") or {}, "seconds": round(elapsed, 3),
+    }
+
+
 class EventsFile:
     """One JSON object per line, flushed as written so a killed build still leaves its record."""
 
@@ -106,22 +114,80 @@ class EventsFile:
 
 
 class Console:
-    """Short, readable progress lines on stderr: what runs, what failed, and a summary."""
+    """Short, readable progress lines on stderr: what runs, what failed, and a summary.
+
+    This is the plain console (a pipe, a file, `--quiet`); front/live.py draws the same on a
+    terminal. A running action's ctx.progress is a line when it first reports and then at most
+    every PROGRESS_EVERY seconds. `transcript`, when a list, keeps every line printed (the
+    summary that `mbuild log --last` replays).
+    """
+
+    PROGRESS_EVERY = 10.0
 
     def __init__(self, stream: IO[str] | None = None, quiet: bool = False):
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.start = time.monotonic()
+        self.transcript: list[str] | None = None
+        self.follower: Any = None  # -v: follows running actions' logs (front/live.py LogFollower)
+        self._progress_shown: dict[str, float] = {}
+        self._expected: dict[str, float] = {}
+        self._done, self._total = 0, 0
+
+    def _keep(self, text: str) -> None:
+        if self.transcript is not None:
+            self.transcript.append(text)
 
     def line(self, text: str) -> None:
         if not self.quiet:
+            self._keep(text)
             print(text, file=self.stream, flush=True)
 
     def error(self, text: str) -> None:
+        self._keep(text)
         print(text, file=self.stream, flush=True)
 
-    def started(self, label: str, done: int, total: int) -> None:
-        self.line(f"[{done}/{total}] running {label}")
+    def out(self, text: str) -> None:
+        """A line of the command's result (stdout), e.g. where outputs are."""
+        self._keep(text)
+        print(text, flush=True)
+
+    def started(self, label: str, done: int, total: int, expected: float | None = None) -> None:
+        if expected is not None:
+            self._expected[label] = expected
+        self._done, self._total = done, total
+        self.line(f"[{done}/{total}] running {label}" + (f" (took {_secs(expected)} last time)" if expected is not None else ""))
+
+    def progress(self, label: str, report: dict[str, Any], elapsed: float) -> None:
+        """A running action's ctx.progress report, `elapsed` seconds after it started."""
+        now = time.monotonic()
+        if now - self._progress_shown.get(label, -self.PROGRESS_EVERY) < self.PROGRESS_EVERY and not _last_step(report):
+            return
+        self._progress_shown[label] = now
+        eta = estimate(elapsed, report, self._expected.get(label))
+        when = _secs(elapsed) + (f", ETA {_secs(eta)}" if eta is not None else "")
+        self.line(f"[{self._done}/{self._total}] {label}: {describe_progress(report)} ({when})")
+
+    def follow(self, label: str, log: str) -> None:
+        """A running action writes its output to `log` (shown with -v)."""
+        if self.follower is not None:
+            self.follower.add(label, log)
+
+    def ended(self, label: str) -> None:
+        """A running action ended (its outcome is reported next)."""
+        self._progress_shown.pop(label, None)
+        self._expected.pop(label, None)
+        if self.follower is not None:
+            self.follower.remove(label)
+
+    def settled(self, hit: bool, done: int, total: int) -> None:
+        """A target reached its final state."""
+        self._done, self._total = done, total
+
+    def close(self) -> None:
+        """The build is over: stop anything live (before the summary is printed)."""
+        if self.follower is not None:
+            self.follower.close()
 
     def ran(self, label: str, seconds: float, done: int, total: int) -> None:
         self.line(f"[{done}/{total}] done    {label} ({_secs(seconds)})")
@@ -139,6 +205,52 @@ def _secs(seconds: float) -> str:
     return f"{seconds:.2f}s" if seconds < 60 else f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
 
 
+def clock(seconds: float) -> str:
+    """A running time as people read it on a live display: 7s, 1m05s, 2h03m."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def describe_progress(report: dict[str, Any]) -> str:
+    """`step 120/1000 loss=3.21 tokens_per_s=4.1k`: a ctx.progress report in one short line."""
+    step, total = report.get("step"), report.get("total")
+    text = f"step {_num(step)}" + (f"/{_num(total)}" if total is not None else "")
+    for name, value in (report.get("metrics") or {}).items():
+        text += f" {name}={_num(value)}"
+    return text
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value / 1000:.1f}k" if abs(value) < 1e7 else f"{value:.3g}"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
+        return f"{value / 1000:.1f}k" if abs(value) < 10_000_000 else f"{value:.3g}"
+    return str(value)
+
+
+def _last_step(report: dict[str, Any]) -> bool:
+    total = report.get("total")
+    return total is not None and report.get("step", 0) >= total
+
+
+def estimate(elapsed: float, report: dict[str, Any] | None, expected: float | None) -> float | None:
+    """Seconds left: from the rate of its steps so far when it reports a total, else from how long
+    its last recorded run took; None when neither says."""
+    if report is not None:
+        step, total = report.get("step"), report.get("total")
+        if isinstance(step, (int, float)) and isinstance(total, (int, float)) and 0 < step <= total and elapsed > 0:
+            return elapsed / step * (total - step)
+    if expected is not None:
+        return max(0.0, expected - elapsed)
+    return None
+
+
 def quiet_storage_logs() -> None:
     """Storage clients log every retry with a traceback; mbuild reports what failed itself."""
     import logging
@@ -152,8 +264,10 @@ class TransferProgress:
 
     MIN_BYTES = 64 << 20
 
-    def __init__(self, stream: IO[str] | None = None):
+    def __init__(self, stream: IO[str] | None = None, say: Any = None):
+        """`say(text)`: where the lines go instead of `stream` (the build's console, which may be live)."""
         self.stream = stream or sys.stderr
+        self.say = say
         self._shown: dict[str, int] = {}
 
     def __call__(self, digest: str, done: int, total: int) -> None:
@@ -162,4 +276,8 @@ class TransferProgress:
         quarter = 4 * done // total
         if quarter > self._shown.get(digest, 0) or digest not in self._shown:
             self._shown[digest] = quarter
-            print(f"  transferring blob {digest[:12]}: {done >> 20} / {total >> 20} MiB", file=self.stream, flush=True)
+            text = f"  transferring blob {digest[:12]}: {done >> 20} / {total >> 20} MiB"
+            if self.say is not None:
+                self.say(text)
+            else:
+                print(text, file=self.stream, flush=True)

@@ -87,6 +87,7 @@ def train(
     out_dir: Path,
     log: Callable[[str], None] | None = None,
     work_dir: Path | None = None,
+    on_progress: Callable[..., None] | None = None,
 ) -> dict:
     """Train from scratch, or resume from `work_dir`; write `out_dir/metrics.jsonl` and the final checkpoint in `out_dir/checkpoint/`.
 
@@ -97,6 +98,8 @@ def train(
     With `work_dir`, a progress checkpoint is saved there every `cfg.checkpoint_every` steps (see
     mllib.progress) and the run starts from the newest usable one ("resuming from step N"); the
     outputs are byte-identical to those of an uninterrupted run. Without it, nothing else is written.
+    `on_progress(step, total, loss=..., tokens_per_s=...)` is called after every step (mbuild's
+    ctx.progress, which rate-limits what it shows).
     Returns final loss, steps, tokens seen and parameter count.
     """
     vocab = read_index(data_dir)["vocab_size"]
@@ -130,6 +133,10 @@ def train(
             batch = sample_windows(tokens, rng, cfg.batch_size, model.seq_len)
             params, opt_state, loss = step_fn(params, opt_state, batch)
             window.append(float(loss))
+            if on_progress:
+                seconds = time.perf_counter() - start
+                rate = (step - first + 1) * cfg.batch_size * model.seq_len / seconds if seconds > 0 else 0.0
+                on_progress(step, cfg.steps, loss=round(window[-1], 4), tokens_per_s=round(rate))
             if step % cfg.log_every == 0 or step == cfg.steps:
                 last_loss = sum(window) / len(window)
                 record = {

@@ -6,12 +6,15 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mbuild.action.spec import ActionSpec
 from mbuild.labels import Label
 from mbuild.model.targets import Rule, map_labels
 from mbuild.stores.results import json_value
+
+if TYPE_CHECKING:  # `import mbuild` (which exports ActionContext) need not load it
+    from mbuild.action.progress import Reporter
 
 
 class ActionContext:
@@ -30,11 +33,13 @@ class ActionContext:
       directory), which the action writes itself; `out_fs`: an fsspec filesystem for it (with the
       workspace's [outputs].options). Both None unless the rule or target is `in_place`.
     - `fs(url)`: an fsspec filesystem for a dependency's in-place output (`ctx.inputs.x` is its URL).
+    - `progress(step, total, **metrics)`: how far the action is, shown live by the build and
+      written to its events file (action/progress.py)
     """
 
     def __init__(
         self, attr: dict, inputs: dict, values: dict, labels: dict, out: Path, tmp: Path, env: dict, resources,
-        work: Path | None = None, out_url: str | None = None, places: Any = None,
+        work: Path | None = None, out_url: str | None = None, places: Any = None, reporter: Reporter | None = None,
     ):
         self.attr = SimpleNamespace(**attr)
         self.inputs = SimpleNamespace(**inputs)
@@ -48,6 +53,7 @@ class ActionContext:
         self.out_url = out_url
         self._places = places
         self.out_fs = places.filesystem(out_url) if places is not None and out_url is not None else None
+        self._reporter = reporter
 
     def fs(self, url: str | Path) -> Any:
         """An fsspec filesystem for an in-place output's URL (or local directory), with the
@@ -61,10 +67,16 @@ class ActionContext:
     def log(self, message: str) -> None:
         print(message, flush=True)
 
+    def progress(self, step: int | float, total: int | float | None = None, **metrics) -> None:
+        """Report `step` of `total` (None: unknown) and metrics (`loss=2.31, tokens_per_s=4100`).
+        Cheap enough to call every step: reports are rate-limited before they leave the process."""
+        if self._reporter is not None:
+            self._reporter.progress(step, total, **metrics)
+
 
 def invoke(
     spec: ActionSpec, paths: dict[str, Path | str], out: Path, tmp: Path, work: Path | None = None, out_url: str | None = None,
-    places: Any = None,
+    places: Any = None, reporter: Reporter | None = None,
 ) -> Any:
     impl = resolve_rule(spec.rule)
     inputs = {k: map_labels(as_labels(v), lambda lab: paths[str(lab)]) for k, v in spec.deps.items()}
@@ -72,7 +84,7 @@ def invoke(
         k: map_labels(as_labels(v), lambda lab: r.value if (r := spec.inputs[str(lab)].result) else None)
         for k, v in spec.deps.items()
     }
-    ctx = ActionContext(spec.config, inputs, values, dict(spec.deps), out, tmp, dict(spec.env), spec.resources, work, out_url, places)
+    ctx = ActionContext(spec.config, inputs, values, dict(spec.deps), out, tmp, dict(spec.env), spec.resources, work, out_url, places, reporter)
     return json_value(impl(ctx), spec.label)
 
 

@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mbuild import faults
 from mbuild.action import resume, sandbox
@@ -34,10 +35,21 @@ from mbuild.stores.inplace.store import InPlaceStore
 from mbuild.stores.localdb import LocalDB
 from mbuild.stores.results import ActionResult
 
+if TYPE_CHECKING:
+    from mbuild.action.progress import Reporter
 
-def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat: Heartbeat, box: sandbox.Sandbox) -> Produced | Failed | InputUnavailable:
+
+def execute(
+    spec: ActionSpec, config: ExecConfig, services: Services, heartbeat: Heartbeat, box: sandbox.Sandbox, reporter: Reporter | None = None,
+) -> Produced | Failed | InputUnavailable:
     """Stage inputs, run the rule, check and store its outputs. A lost lease stops the rule
-    (LeaseLost in this thread, or the process exits, as `config.in_process` says)."""
+    (LeaseLost in this thread, or the process exits, as `config.in_process` says). `reporter`:
+    where the rule's ctx.progress goes, and this action's phases when the build is profiled."""
+    if reporter is None:
+        from mbuild.action.progress import Reporter  # (not at the top: the driver's no-op path imports this module)
+
+        reporter = Reporter(None, spec.key)
+    staging = time.time()
     faults.point("acquired")
     cas, db = services.stores(config.cache_dir)
     remote = services.remote(config)
@@ -51,19 +63,22 @@ def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat:
         return InputUnavailable(gone.label, gone.reason)
     faults.point("running")
     started = time.time()
+    reporter.span("stage inputs", staging, started)
     places = services.places(config) if spec.in_place else None
     if spec.in_place and places is None:
         return failed(db, spec, f"{spec.label} is in_place but this build has no [outputs] settings", "", "")
     url = places.url_for(spec.label, spec.key) if places is not None else None
     protected = [str(paths[label]) for label in spec.inputs if "://" not in str(paths[label])]
     with output_to(scratch.log, config.capture_output) as log, stop_on_loss(heartbeat, "interrupt" if config.in_process else "exit"), box.read_only(protected):
+        if config.capture_output:
+            reporter.started(str(scratch.log))
         try:
             work = claim_work(spec, cache, heartbeat) if spec.resumable else None
             if places is not None:
                 prepare_place(spec, places, url, heartbeat)
-                value = invoke(spec, paths, scratch.out, scratch.tmp, work, url, places)
+                value = invoke(spec, paths, scratch.out, scratch.tmp, work, url, places, reporter)
             else:
-                value = invoke(spec, paths, scratch.out, scratch.tmp, work, places=services.places(config))
+                value = invoke(spec, paths, scratch.out, scratch.tmp, work, places=services.places(config), reporter=reporter)
                 check_declared(spec.outputs, scratch.out)
         except LeaseLost:
             raise
@@ -97,6 +112,8 @@ def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat:
     if failure is not None:
         return failed(db, spec, failure_line(failure, scratch.out), tail(Path(log_path)), log_path)
     faults.point("hashing")
+    hashing = time.time()
+    reporter.span("run rule", started, hashing)
     if places is not None:
         return produced_in_place(spec, places, url, value, started, scratch.out, cas, db, log_path or "", fetched)
     try:
@@ -104,6 +121,7 @@ def execute(spec: ActionSpec, config: ExecConfig, services: Services, heartbeat:
     except ValueError as exc:
         return failed(db, spec, str(exc), "", log_path or "")
     trees.adopt(scratch.out, result, cas)
+    reporter.span("hash outputs", hashing, time.time())
     return Produced(result, log_path or "", bytes_down=fetched)
 
 

@@ -24,6 +24,7 @@ from mbuild.stores.inplace.store import InPlaceStore
 from mbuild.stores.localdb import LocalDB
 
 if TYPE_CHECKING:  # the remote store (and asyncio) load only when a remote cache is configured
+    from mbuild.action.progress import Sink
     from mbuild.stores.remote import RemoteCache
 
 
@@ -38,6 +39,9 @@ class Services:
         self._scratch: dict[tuple[str, int], Scratch] = {}
         self._places: dict[str, InPlaceStore] = {}
         self._warnings: list[str] = []  # from remote-cache clients, handed to the driver with outcomes
+        # Where actions run by this process send ctx.progress and the like (action/progress.py): a
+        # worker's driver, or the scheduler itself for actions on its own threads; None: nobody.
+        self.reports: Sink | None = None
 
     def stores(self, cache_dir: str) -> tuple[LocalCAS, LocalDB]:
         """The local CAS and database of `cache_dir`."""

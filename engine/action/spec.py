@@ -58,6 +58,7 @@ class ExecConfig:
     remote: RemoteConfig | None = None  # the shared remote cache, if any
     places: PlaceConfig | None = None  # where in-place outputs go ([outputs] of WORKSPACE.toml)
     build: str = ""  # the build's id: its processes share what they learn about the remote (LocalDB.remote_health)
+    trace: bool = False  # the build is profiled (--profile): report each action's phases as spans
 
 
 @dataclass

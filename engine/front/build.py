@@ -51,17 +51,21 @@ def build(
     fray: str | None = None,
     remote_jobs: int | None = None,
     console: Console | None = None,
+    profile: Path | None = None,
+    checked: bool = False,
 ) -> BuildResult:
     """Build what `patterns` name; returns per-target outcomes, outputs and a summary.
 
     `remote`: a remote cache URL overriding [remote].url ("" for none); `remote_upload` overrides
     [remote].upload; `fray` overrides [fray].backend (where remote-tagged actions run);
-    `remote_jobs` overrides [fray].remote_jobs. Relative patterns (`:name`, `name`, `:all`, `...`,
+    `remote_jobs` overrides [fray].remote_jobs. `profile`: write a Chrome trace of the build there
+    (trace.py). `checked`: `workspace` came from load_workspace(), which checked its directories
+    already (the command line; a check costs about half a millisecond). Relative patterns (`:name`, `name`, `:all`, `...`,
     `sub/...`) are relative to the package of the current directory, as on the command line.
     """
     ws = workspace if isinstance(workspace, Workspace) else load_workspace(workspace)
     patterns = absolute_patterns(ws, patterns)
-    if isinstance(workspace, Workspace):
+    if isinstance(workspace, Workspace) and not checked:
         check_directories(ws)
     if jobs is not None:
         check_jobs(jobs, "--jobs")
@@ -78,12 +82,34 @@ def build(
         remote_upload=remote_upload,
         fray_backend=fray,
         remote_jobs=remote_jobs,
+        trace=_trace(profile),
     )
+    try:
+        return _build(ws, patterns, options, console, dry_run, events)
+    finally:
+        if options.trace is not None:
+            options.trace.write()
+
+
+def _trace(profile: Path | None):
+    """The build's trace (--profile), or None; the module loads only when one is asked for."""
+    if profile is None:
+        return None
+    from mbuild.trace import Trace
+
+    return Trace(profile)
+
+
+def _build(ws: Workspace, patterns: list[str], options: BuildOptions, console: Console | None, dry_run: bool, events: Path | None) -> BuildResult:
+    trace = options.trace
     started = time.monotonic()
+    checking = time.time()
     services = Services()
     request = noop.request_key(ws, patterns, options)
     if (ws.cache_dir / "db" / "data.mdb").is_file():
         memo = noop.check(services.stores(str(ws.cache_dir))[1], request)
+        if trace is not None:
+            trace.span("no-op check", "driver", checking, time.time(), args={"answered": memo is not None})
         if memo is not None:
             found = amend(memo, ws, options, console, services, started)
             if found is not None:
@@ -91,9 +117,12 @@ def build(
     reads = Reads(ignore=noop.ignored(ws, events))
     try:
         with recording(reads):
+            loading = time.time()
             loader = Loader(ws, reads)
             requested = expand_patterns(loader, patterns)
             graph = build_graph(loader, requested)
+            if trace is not None:
+                trace.span("load BUILD files", "driver", loading, time.time(), args={"targets": len(graph.order)})
             _say_source_files(graph, requested, console)
             result = Scheduler(ws, graph, requested, options, console, services).run()
     except Exception as exc:  # a full disk under the driver (database, outputs): one line naming the directory

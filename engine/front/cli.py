@@ -14,6 +14,7 @@ from mbuild.errors import MbuildError
 from mbuild.events import Console, quiet_storage_logs
 from mbuild.front.dispatch import NoSuchCommand, looks_like_pattern, with_command
 from mbuild.front.query.command import query
+from mbuild.front.records import add_record_commands
 from mbuild.schedule.status import State
 from mbuild.model.workspace import MARKER, is_mbuild_dir, load_workspace
 
@@ -79,23 +80,37 @@ def main(directory: str | None) -> None:
 @click.option("--fray", "fray_backend", type=click.Choice(["local", "iris", "iris-local"]), help="Where remote-tagged actions (those asking for resources) run (default: [fray].backend).")
 @click.option("--remote-jobs", type=int, help="Remote-tagged actions at once, 1 to 256 (default: [fray].remote_jobs).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only failures and the summary.")
-def build(patterns, jobs, keep_going, dry_run, events, retry_failed, remote_cache, no_remote, remote_upload, fray_backend, remote_jobs, quiet):
+@click.option("-v", "--verbose", is_flag=True, help="Stream each running action's own output lines, prefixed by its label.")
+@click.option("--profile", type=click.Path(dir_okay=False, path_type=Path), help="Write a Chrome trace-event file (Perfetto, chrome://tracing) of the build to FILE.")
+def build(patterns, jobs, keep_going, dry_run, events, retry_failed, remote_cache, no_remote, remote_upload, fray_backend, remote_jobs, quiet, verbose, profile):
     """Build targets named by labels or patterns (//pkg:name, //pkg:all, //pkg/..., //...)."""
     from mbuild.front.build import build as run_build
+    from mbuild.front.records import record_build
 
     gc.disable()  # a build allocates many long-lived objects and makes no garbage cycles worth collecting
     quiet_storage_logs()
-    console = Console(quiet=quiet)
     if no_remote and remote_cache:
         raise click.UsageError("--no-remote and --remote-cache contradict each other")
     remote = "" if no_remote else remote_cache
-    result = run_build(
-        patterns, jobs=jobs, keep_going=keep_going, dry_run=dry_run, events=events, retry_failed=retry_failed,
-        remote=remote, remote_upload=remote_upload, fray=fray_backend, remote_jobs=remote_jobs, console=console,
-    )
+    ws = load_workspace()
+    console = Console(quiet=quiet)
+    if verbose or (not quiet and sys.stderr.isatty()):  # the live console and -v's log follower (and rich) load only then
+        from mbuild.front.live import make_console
+
+        console = make_console(quiet=quiet, verbose=verbose)
+    try:
+        result = run_build(
+            patterns, workspace=ws, jobs=jobs, keep_going=keep_going, dry_run=dry_run, events=events, retry_failed=retry_failed,
+            remote=remote, remote_upload=remote_upload, fray=fray_backend, remote_jobs=remote_jobs, console=console, profile=profile, checked=True,
+        )
+    finally:
+        console.close()
     if dry_run:
         _print_plan(result)
+    console.transcript = []
     _print_summary(result, console)
+    if not dry_run:
+        record_build(ws, sys.argv[1:], result, console.transcript)
     if result.interrupted:
         # Actions running on threads of this process (fray's LocalClient) cannot be stopped, and
         # the interpreter would wait for them at exit. Everything is recorded and synced by now;
@@ -158,9 +173,9 @@ def _print_summary(result, console: Console) -> None:
     shown = list(result.outputs.items())
     for label, path in shown[:_MAX_OUTPUT_LINES]:
         rel = os.path.relpath(path, ws_root)
-        click.echo(f"  {label} -> {path if rel.startswith('..') else rel}/")
+        console.out(f"  {label} -> {path if rel.startswith('..') else rel}/")
     if len(shown) > _MAX_OUTPUT_LINES:
-        click.echo(f"  ... and {len(shown) - _MAX_OUTPUT_LINES} more under {os.path.relpath(shown[0][1].parents[1], ws_root)}/")
+        console.out(f"  ... and {len(shown) - _MAX_OUTPUT_LINES} more under {os.path.relpath(shown[0][1].parents[1], ws_root)}/")
 
 
 def _size(n: int) -> str:
@@ -282,6 +297,7 @@ def aquery(words, output):
 
 
 main.add_command(query)
+add_record_commands(main)
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ at that moment. A lost lease stops the action (a worker process exits, status 75
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from mbuild.action import resume, sandbox
@@ -28,7 +29,11 @@ from mbuild.stores.inplace.store import InPlaceStore
 def run_action(spec: ActionSpec, config: ExecConfig, services: Services | None = None) -> Outcome:
     """The outcome of running `spec` once (see the module docstring); never raises for the action's
     own failures. `services`: this process's open stores (default: process_services())."""
+    from mbuild.action.progress import Reporter  # here: the driver imports this module on its no-op path too
+
     services = services or process_services()
+    began = time.time()
+    reporter = Reporter(services.reports, spec.key, spans=config.trace)
     box = sandbox.for_actions() if not config.in_process else sandbox.Sandbox(False, "runs on a thread of the driver")
     cas, db = services.stores(config.cache_dir)
     remote = services.remote(config)
@@ -38,10 +43,12 @@ def run_action(spec: ActionSpec, config: ExecConfig, services: Services | None =
     slot = ActionSlot(spec, db, services.leases(config, local=local_leases), remote if spec.trust_cache else None, places)
 
     def work(heartbeat: Heartbeat) -> Outcome:
-        outcome = execute(spec, config, services, heartbeat, box)
+        outcome = execute(spec, config, services, heartbeat, box, reporter)
         if not isinstance(outcome, Produced):
             return outcome  # a resumable action's working directory stays for the next attempt
+        publishing = time.time()
         ran = publish(spec, outcome, cas, db, remote, heartbeat)
+        reporter.span("publish" if remote is None else "publish (upload)", publishing, time.time())
         if spec.resumable:
             resume.discard(Path(config.cache_dir), spec.key)  # published: the working state has served
         if ran.result.place is not None and places is not None:
@@ -67,6 +74,7 @@ def run_action(spec: ActionSpec, config: ExecConfig, services: Services | None =
         if not disk_full(exc):
             raise
         outcome = Failed(str(DiskFullError.of(exc, config.cache_dir)), "", "")
+    reporter.span(spec.label, began, time.time())
     if isinstance(outcome, Ran):
         outcome.requests = remote.stats.requests - requests_before if remote is not None else 0
         outcome.warnings = [*outcome.warnings, *services.take_warnings()]

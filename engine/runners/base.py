@@ -12,6 +12,9 @@ from mbuild.action.spec import ActionSpec, ExecConfig, Outcome
 # on_done(tag, outcome, exc, source): exactly one call per submitted action, from any thread; `exc`
 # set when the runner itself failed (a worker died, a job was lost); `source` says where it ran.
 OnDone = Callable[[Any, "Outcome | None", "BaseException | None", str], None]
+# on_progress(tag, record): what a running action reports (action/progress.py), from any thread,
+# before its on_done.
+OnProgress = Callable[[Any, dict], None]
 
 
 class Runner(Protocol):

@@ -7,20 +7,24 @@ from typing import Any
 
 from mbuild.action.spec import ActionSpec, ExecConfig
 from mbuild.rebuild.run_once import run_action
-from mbuild.runners.base import OnDone
+from mbuild.runners.base import OnDone, OnProgress
 from mbuild.runners.pool import Task, WorkerPool
 
 
 class LocalRunner:
     """A Runner over `jobs` worker processes (started when the first action is submitted)."""
 
-    def __init__(self, jobs: int, on_done: OnDone):
-        self.jobs, self.on_done = jobs, on_done
+    def __init__(self, jobs: int, on_done: OnDone, on_progress: OnProgress | None = None):
+        self.jobs, self.on_done, self.on_progress = jobs, on_done, on_progress
         self.pool: WorkerPool | None = None
 
     def submit(self, spec: ActionSpec, config: ExecConfig, tag: Any) -> Task:
         if self.pool is None:
-            self.pool = WorkerPool(self.jobs, lambda task, payload, exc: self.on_done(task.tag, payload, exc, "local"))
+            progress = self.on_progress
+            self.pool = WorkerPool(
+                self.jobs, lambda task, payload, exc: self.on_done(task.tag, payload, exc, "local"),
+                (lambda task, record: progress(task.tag, record)) if progress is not None else None,
+            )
         return self.pool.submit(run_action, (spec, config), tag)
 
     def cancel(self, handle: Task) -> None:

@@ -46,8 +46,15 @@ _GRACE = 3.0  # seconds a stopped worker gets to release its lease before SIGKIL
 
 
 class WorkerPool:
-    def __init__(self, size: int, on_done: Callable[[Task, Any, BaseException | None], None]):
+    """`on_progress(task, record)`: what a task's action reports while it runs (from a slot thread;
+    records carry the `worker` slot that runs it, 1-based)."""
+
+    def __init__(
+        self, size: int, on_done: Callable[[Task, Any, BaseException | None], None],
+        on_progress: Callable[[Task, dict], None] | None = None,
+    ):
         self._on_done = on_done
+        self._on_progress = on_progress
         self._tasks: queue.Queue[Task | None] = queue.Queue()
         self._lock = threading.Lock()
         self._procs: dict[int, subprocess.Popen] = {}
@@ -110,6 +117,10 @@ class WorkerPool:
             try:
                 conn.send((task.fn, task.args))
                 status, payload = conn.recv()
+                while status == "progress":
+                    if self._on_progress is not None:
+                        self._on_progress(task, payload | {"worker": slot + 1})
+                    status, payload = conn.recv()
             except (EOFError, OSError):
                 code = proc.wait()
                 _killpg(proc.pid)  # whatever the action started dies with its worker

@@ -2,7 +2,8 @@
 
 Tasks arrive over a socket from the driver that started this process (pickled by our own
 process, never read from a cache): `(function, args)`; the answer is `("ok", result)` or
-`("error", traceback)`.
+`("error", traceback)`. Before it, a running action may send any number of `("progress", record)`
+messages (its ctx.progress, where its log is: action/progress.py), from any of its threads.
 
 Nothing a worker starts outlives it, nor the driver (on Linux):
 - the worker asks for SIGKILL when the driver dies (PR_SET_PDEATHSIG), then checks that its
@@ -23,10 +24,12 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 import traceback
 from multiprocessing.connection import Connection
 
 from mbuild.action import sandbox
+from mbuild.action.services import process_services
 from mbuild.errors import StopRequested
 from mbuild.events import quiet_storage_logs
 
@@ -89,6 +92,13 @@ def main(fd: int, driver: int) -> None:
     # The driver stops an action with SIGTERM: unwind (the action's lease is released on the way out).
     signal.signal(signal.SIGTERM, _stop)
     conn = Connection(fd)
+    sending = threading.Lock()  # progress comes from any thread of an action; answers from this one
+
+    def report(record: dict) -> None:
+        with sending:
+            conn.send(("progress", record))
+
+    process_services().reports = report
     sys.path[:] = conn.recv()
     while True:
         try:
@@ -103,9 +113,11 @@ def main(fd: int, driver: int) -> None:
         except StopRequested:
             raise  # stopped by the driver
         except BaseException:  # report, don't die: the next task reuses this process
-            conn.send(("error", traceback.format_exc()))
+            answer = ("error", traceback.format_exc())
         else:
-            conn.send(("ok", result))
+            answer = ("ok", result)
+        with sending:
+            conn.send(answer)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from typing import Any
 from mbuild.action.services import Services
 from mbuild.action.spec import ActionSpec, Busy, ExecConfig, Failed, Input, InputUnavailable, Ran
 from mbuild.errors import BlobUnavailableError, InPlaceChanged, MbuildError, OutputPathTaken
-from mbuild.events import ActionEvent, Console, EventsFile, TransferProgress
+from mbuild.events import ActionEvent, Console, EventsFile, TransferProgress, progress_record
 from mbuild.keys.action_key import KeyParts, file_input, key_parts, tree_input
 from mbuild.keys.codeprint import CodePrinter
 from mbuild.keys.dists import Distributions
@@ -54,6 +54,13 @@ from mbuild.stores.results import ActionResult
 _MAX_RERUNS = 2  # times an action reruns because a dependency's stored bytes went bad
 
 
+@dataclasses.dataclass(frozen=True)
+class _Report:
+    """What a running action reported (action/progress.py), queued for the scheduler's thread."""
+
+    record: dict
+
+
 class Scheduler:
     def __init__(
         self, workspace: Workspace, graph: Graph, requested: list[Label], options: BuildOptions, console: Console | None = None,
@@ -76,11 +83,17 @@ class Scheduler:
         self.done: queue.Queue = queue.Queue()
         self.stopping = False
         on_done: OnDone = lambda tag, outcome, exc, source: self.done.put((tag, outcome, exc, source))
-        self.local = local_runner(on_done) if local_runner is not None else LocalRunner(options.jobs, on_done)
+        on_report = lambda tag, record: self.done.put(_Report(record))
+        self.local = local_runner(on_done) if local_runner is not None else LocalRunner(options.jobs, on_done, on_report)
         self.check_hit = check_hit
+        self.keyed: dict[str, int] = {}  # running actions by key: where their reports go
+        self.workers: dict[int, int] = {}  # action -> the local worker slot that runs it (trace rows)
+        self.began: dict[int, float] = {}  # action -> when it was submitted (time.time(), trace spans)
+        self.trace = options.trace  # --profile: spans of lookups, actions and transfers
         self.fray: Runner | None = None  # made when the first remote-tagged action runs
         claim_directory(workspace.cache_dir, CACHE_NOTE)
         self.services = services or Services()  # this process's open stores
+        self.services.reports = lambda record: self.done.put(_Report(record))  # actions on this process's threads (fray local)
         self.cas, self.db = self.services.stores(str(workspace.cache_dir))
         if self.db.read_only:
             self.console.error(f"warning: the local cache {workspace.relpath(workspace.cache_dir)} is read-only: cached results are served, nothing new is recorded")
@@ -93,7 +106,7 @@ class Scheduler:
             from mbuild.stores.remote import RemoteCache
 
             health = self.db.remote_health(self.remote_config.url, self.build_id)
-            self.remote = RemoteCache(self.remote_config, on_warning=self._warn_once, on_progress=TransferProgress(self.console.stream), health=health)
+            self.remote = RemoteCache(self.remote_config, on_warning=self._warn_once, on_progress=TransferProgress(say=self.console.error), health=health)
         self.remote_queue: list[int] = []  # local misses waiting for one batched remote lookup
         self.worker_requests = 0  # remote requests made by workers and jobs
         self.warned: set[str] = set()
@@ -104,7 +117,7 @@ class Scheduler:
             str(workspace.root), str(workspace.cache_dir), lease_ttl=lease.ttl, lease_renew=lease.renew,
             leases=self.remote_config.url.rstrip("/") + "/leases" if shared else "",
             storage_options=self.remote_config.storage_options if shared else {},
-            remote=self.remote_config, build=self.build_id,
+            remote=self.remote_config, build=self.build_id, trace=self.trace is not None,
             places=PlaceConfig(workspace.inplace_prefix, dict(workspace.settings.outputs.options)),
         )
         self.places = self.services.places(self.exec_config)  # lists in-place outputs to check their hits
@@ -142,7 +155,10 @@ class Scheduler:
                     item = self.done.get(timeout=max(0.0, self.timers[0][0] - time.monotonic()) if self.timers else None)
                 except queue.Empty:
                     continue
-                self._handle(*item)
+                if isinstance(item, _Report):
+                    self._report(item.record)
+                else:
+                    self._handle(*item)
         except KeyboardInterrupt:
             interrupted = True
             self.console.error(f"\nInterrupted: stopping {len(self.running)} running action(s); nothing partial is cached.")
@@ -152,6 +168,7 @@ class Scheduler:
             for runner in (self.local, self.fray):
                 if runner is not None:
                     runner.close(kill=interrupted)
+            self.services.reports = None
             self._save_label_records()
             self.db.sync()
         return self._finish(time.monotonic() - start, interrupted)
@@ -201,7 +218,12 @@ class Scheduler:
             return
         st.parts = self._key_parts(node, i)
         st.key = st.parts.key()
-        result = self._lookup(st.key, node)
+        if self.trace is None:
+            result = self._lookup(st.key, node)
+        else:
+            looking = time.time()
+            result = self._lookup(st.key, node)
+            self.trace.span("cache lookup", "lookup", looking, time.time(), args={"label": str(node.label), "hit": result is not None})
         if result is not None:
             st.result, st.digest = result, result.tree
             self._settle(i, State.HIT)
@@ -216,7 +238,10 @@ class Scheduler:
         every blob it names present remotely. Hits are copied into the local cache; their bytes are
         fetched only if someone needs them here (build without the bytes)."""
         batch, self.remote_queue = self.remote_queue, []
+        looking = time.time()
         hits = lookup([self.status[i].key for i in batch], self.db, self.remote, self._corrupt, self.places)
+        if self.trace is not None:
+            self.trace.span("remote cache lookup", "lookup", looking, time.time(), args={"actions": len(batch), "hits": len(hits)})
         self._drop_remote_if_down()
         for i in batch:
             st = self.status[i]
@@ -284,12 +309,39 @@ class Scheduler:
         st = self.status[i]
         st.state = State.RUNNING
         st.seconds = time.monotonic()
+        self.began[i] = time.time()
         if announce:
-            self.console.started(str(node.label), self.finished, self.actions)
+            self.console.started(str(node.label), self.finished, self.actions, expected=self._expected(node.label))
         if self.remote is not None:
             self._drop_remote_if_down()
         runner = self._fray_runner() if node.runs_on_fray else self.local
+        self.keyed[st.key] = i
         self.running[i] = (runner, runner.submit(self._spec(i), self.exec_config, i))
+
+    def _expected(self, label: Label) -> float | None:
+        """How long this target's last recorded run took (its previous key's result), for an ETA."""
+        prior = self.db.get_label(str(label))
+        key = prior.get("key") if prior else None
+        result = self.db.valid_result(key) if isinstance(key, str) else None
+        seconds = result.meta.get("seconds") if result is not None and isinstance(result.meta, dict) else None
+        return float(seconds) if isinstance(seconds, (int, float)) and seconds >= 0 else None
+
+    def _report(self, record: dict) -> None:
+        """A running action's report: progress (shown, and written as an event), its log (for -v), a span."""
+        i = self.keyed.get(record.get("key"))
+        if i is None or i not in self.running:
+            return  # late: the action ended (or it is not this build's)
+        label, st = str(self.graph.order[i].label), self.status[i]
+        if "worker" in record:
+            self.workers[i] = record["worker"]
+        if "step" in record:
+            elapsed = time.monotonic() - st.seconds
+            self.console.progress(label, record, elapsed)
+            self.events.write(progress_record(label, st.key, record, elapsed))
+        elif "log" in record:
+            self.console.follow(label, record["log"])
+        elif "span" in record and self.trace is not None:
+            self.trace.span(record["span"], "action" if record["span"] == label else "phase", record["start"], record["end"], self._row(i), {"label": label})
 
     def _fray_runner(self) -> Runner:
         if self.fray is None:
@@ -305,6 +357,7 @@ class Scheduler:
                 lookup=self._lookup_anywhere,
                 namespace=self.remote_config.url if self.remote_config else None,
                 services=self.services,
+                on_progress=lambda tag, record: self.done.put(_Report(record)),
             )
         return self.fray
 
@@ -314,12 +367,26 @@ class Scheduler:
         found = lookup_one(key, self.db, self.remote, places=self.places)
         return found.result if found is not None else None
 
+    def _row(self, i: int) -> int:
+        """The trace row of action i: its local worker's, or one per fray job (named here)."""
+        worker = self.workers.get(i)
+        if worker is not None:
+            self.trace.row(worker, f"worker {worker}")
+            return worker
+        tid = 1000 + i
+        self.trace.row(tid, f"fray job {self.graph.order[i].label}")
+        return tid
+
     def _handle(self, i: int, outcome: Any, exc: BaseException | None, source: str) -> None:
         self.running.pop(i, None)
         st = self.status[i]
         node = self.graph.order[i]
         st.seconds = time.monotonic() - st.seconds
         st.source = source
+        self.keyed.pop(st.key, None)
+        self.console.ended(str(node.label))
+        if self.trace is not None and i not in self.workers:  # a fray job: its span as the driver saw it
+            self.trace.span(str(node.label), "action", self.began.get(i, time.time()), time.time(), self._row(i), {"label": str(node.label), "source": source})
         if isinstance(exc, WorkerDied) and exc.code == LEASE_LOST_EXIT_CODE:
             outcome, exc = Busy(None, fenced=True), None  # fenced: it stopped without publishing
         if exc is not None:
@@ -425,8 +492,11 @@ class Scheduler:
             self.console.line(f"{node.label}: in place at {st.result.place.url}")  # nothing to place: it is where it was written
         elif state in RESOLVED and node.label in self.requested and not self.options.dry_run:
             try:
+                placing = time.time() if self.trace is not None else 0.0
                 self.outputs[node.label], fetched = self.materializer.place(node.label, st.result)
                 st.bytes_down += fetched
+                if self.trace is not None:
+                    self.trace.span("fetch and place output" if fetched else "place output", "transfer", placing, time.time(), args={"label": str(node.label), "bytes": fetched})
             except BlobUnavailableError as exc:
                 if st.reruns < _MAX_RERUNS:
                     self.console.line(f"warning: cached output of {node.label} is unusable ({exc.reason}); rebuilding it")
@@ -441,6 +511,7 @@ class Scheduler:
                 st.error = str(exc)
                 state = st.state = State.FAILED
         self.finished += 1
+        self.console.settled(state is State.HIT, self.finished, self.actions)
         self.events.write(
             ActionEvent(
                 str(node.label), st.key, EVENT_STATUS[state], st.seconds if state is State.RAN or state is State.FAILED else 0.0,

@@ -6,12 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mbuild.events import CACHE_HIT, FAILED, RAN, SKIPPED, Summary
 from mbuild.keys.action_key import KeyParts
 from mbuild.labels import Label
 from mbuild.leases import Holder
 from mbuild.stores.results import ActionResult
+
+if TYPE_CHECKING:  # made only when a build is profiled
+    from mbuild.trace import Trace
 
 RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds between looks at an action another builder holds
 
@@ -45,6 +49,7 @@ class BuildOptions:
     fray_backend: str | None = None  # None: [fray].backend
     remote_jobs: int | None = None  # None: [fray].remote_jobs
     record_labels: bool = True  # False: leave the per-label records as they are (explain, aquery)
+    trace: Trace | None = None  # --profile: where the build's spans go (trace.py)
 
 
 @dataclass

@@ -338,6 +338,10 @@ class LocalDB:
     def remote_health(self, url: str, build: str) -> RemoteHealth:
         return RemoteHealth(self, url, build)
 
+    def entries(self) -> dict[str, int]:
+        """How many records each table holds (`mbuild info`)."""
+        return {name.decode(): self.read(name, lambda txn, name=name: txn.stat(self._h.tables[name])["entries"], 0) for name in _TABLES}
+
     # --- per-label records ----------------------------------------------------------------------
 
     def get_label(self, label: str) -> dict | None:

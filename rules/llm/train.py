@@ -20,9 +20,10 @@ from mllib.config import LlamaConfig, TrainConfig
 def train_llama(ctx: ActionContext):
     """Train with JAX + optax on the CPU; writes checkpoint/ (params.npz, config.json) and metrics.jsonl.
 
-    Logs `resuming from step N` when it continues an earlier attempt (a target with resumable=False
+    Reports each step's loss and tokens/s through ctx.progress (shown live by the build). Logs
+    `resuming from step N` when it continues an earlier attempt (a target with resumable=False
     has no ctx.work, and always starts from step 0)."""
     from mllib.train import train
 
     with writable(ctx) as out:  # ctx.out, or in place (BUILD.md: In-place outputs)
-        return train(ctx.attr.model, ctx.attr.train, readable(ctx, ctx.inputs.data), out, log=ctx.log, work_dir=ctx.work)
+        return train(ctx.attr.model, ctx.attr.train, readable(ctx, ctx.inputs.data), out, log=ctx.log, work_dir=ctx.work, on_progress=ctx.progress)

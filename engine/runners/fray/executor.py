@@ -41,14 +41,17 @@ from typing import Any
 from mbuild.action.services import Services, process_services
 from mbuild.action.spec import ActionSpec, Busy, ExecConfig, Failed, Outcome, Ran
 from mbuild.rebuild.lookup import lookup_one
-from mbuild.runners.base import OnDone
+from mbuild.runners.base import OnDone, OnProgress
 from mbuild.runners.fray.backend import Backend, make_backend
 from mbuild.runners.fray.clients import BACKENDS
 from mbuild.runners.fray.failures import detail_of, one_line
 from mbuild.runners.fray.job_logs import failed_outcome, local_log, success_log
+from mbuild.runners.fray.job_progress import progress_in
 from mbuild.runners.fray.submission import RemoteJob, job_name
 from mbuild.runners.fray.wire import JobReport, report_in
 from mbuild.stores.results import ActionResult
+
+PROGRESS_EVERY = 1.0  # seconds between two reads of a running job's log for its progress
 
 
 class RemoteJobCancelled(Exception):
@@ -84,6 +87,7 @@ class FrayExecutor:
         local_workers: int | None = None,
         namespace: str | None = None,
         services: Services | None = None,
+        on_progress: OnProgress | None = None,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"unknown fray backend {backend!r} (choose from {', '.join(BACKENDS)})")
@@ -98,6 +102,7 @@ class FrayExecutor:
         self.namespace = namespace
         self.services = services or process_services()
         self._on_done = on_done
+        self._on_progress = on_progress  # a job's ctx.progress, read from its log (job_progress.py)
         self._lookup = lookup
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -230,8 +235,21 @@ class FrayExecutor:
                 state = states.get(job)
                 if state is not None and state not in ("pending", "running"):
                     self._finished(job, state)
+                elif state == "running":
+                    self._progress(job)
         for job in draining:
             self._drain(job)
+
+    def _progress(self, job: RemoteJob) -> None:
+        """Hand on the progress a running job wrote to its log since the last look (every PROGRESS_EVERY s).
+        The in-process local backend reports directly (Services.reports), not through its log."""
+        now = time.monotonic()
+        if self._on_progress is None or self.backend == "local" or now - job.progress_read < PROGRESS_EVERY:
+            return
+        job.progress_read = now
+        for record in progress_in(self._client.logs(job), job.progress_at):
+            job.progress_at = record["at"]
+            self._on_progress(job.tag, record)
 
     def _ensure_client(self) -> Backend | None:
         if self._client is None and self._client_error is None:

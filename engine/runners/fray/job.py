@@ -22,11 +22,13 @@ import pickle
 import sys
 from pathlib import Path
 
+from mbuild.action.progress import Reporter
 from mbuild.action.services import Services
 from mbuild.action.spec import ActionSpec, ExecConfig, Failed, Outcome, Ran
 from mbuild.rebuild.run_once import run_action
 from mbuild.runners.fray import wire
 from mbuild.runners.fray.clients import enter_caller_view
+from mbuild.runners.fray.job_progress import ProgressLines
 from mbuild.runners.fray.thread_output import thread_output_to
 
 _ECHO_LIMIT = 1 << 20  # bytes of the action's log echoed into the job's log
@@ -56,7 +58,11 @@ def run_remote_action(payload: bytes, sys_path: list[str] | None = None, cwd: st
     enter_caller_view(sys_path, cwd)
     spec, config = pickle.loads(payload)
     _apply_declared_env(spec)
-    outcome = run_action(spec, config, Services())  # this job's process: its own open stores
+    services = Services()  # this job's process: its own open stores
+    # ctx.progress as marker lines in the job's log; a copy of stderr, which the action's own
+    # output redirection (to the action's log) leaves alone
+    services.reports = ProgressLines(os.dup(2))
+    outcome = run_action(spec, config, services)
     if isinstance(outcome, (Ran, Failed)) and outcome.log:
         _echo_log(spec, Path(outcome.log))
     report = wire.report_of(outcome, run_id)
@@ -78,6 +84,7 @@ def run_action_in_process(
     """
     config = dataclasses.replace(config, capture_output=False, in_process=True)
     with thread_output_to(log_path):
+        Reporter(services.reports, spec.key).started(log_path)  # for -v: the thread's output goes there
         outcome = run_action(spec, config, services)
     reply.append(wire.report_of(outcome, run_id))
     _raise_unless_ran(outcome)

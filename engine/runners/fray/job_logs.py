@@ -11,6 +11,7 @@ from pathlib import Path
 from mbuild.action.spec import Failed
 from mbuild.runners.fray.backend import Backend
 from mbuild.runners.fray.failures import JobFailure
+from mbuild.runners.fray.job_progress import PROGRESS_LINE
 from mbuild.runners.fray.submission import RemoteJob
 from mbuild.runners.fray.wire import REPORT_LINE, between_markers
 
@@ -22,7 +23,7 @@ def failed_outcome(backend: Backend, job: RemoteJob, failure: JobFailure, lines:
     kept = backend.log_path(job)  # LocalClient: the thread's output, already a file here
     saved = None if kept else save_job_log(job, lines)
     body = between_markers(lines)
-    shown = [line for line in (body if body is not None else lines) if not line.startswith(REPORT_LINE)]
+    shown = [line for line in (body if body is not None else lines) if not line.startswith((REPORT_LINE, PROGRESS_LINE))]
     detail = "\n".join(shown[-_LOG_TAIL_LINES:])
     report = failure.report
     fallback_detail, fallback_log = (report.detail, report.log) if report is not None else (failure.reason, "")

@@ -37,6 +37,8 @@ class RemoteJob:
     run_id: str = ""  # marks this submission's lines in the job's log, and its report
     drain_until: float = 0.0
     failure: JobFailure | None = field(default=None, repr=False)
+    progress_read: float = 0.0  # time.monotonic() of the last look at its log for progress
+    progress_at: float = 0.0  # the stamp of the last progress report handed on
 
     @property
     def source(self) -> str:
