@@ -22,6 +22,9 @@ serves a wrong result and never bricks the workspace:
   killed its reader on the previous run).
 A cache directory that cannot be written (a read-only mount, no permission) is opened read-only:
 hits are served, nothing new is recorded, and the caller is told once (`read_only`).
+
+This module is over 400 lines because every table's accessors share one transaction and healing
+path (`read`/`write`); the checks before opening live in localdb_checks.py and localdb_holders.py.
 """
 
 from __future__ import annotations
