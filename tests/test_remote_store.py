@@ -777,7 +777,7 @@ def test_an_oversized_record_is_read_only_up_to_the_limit(remote_of, tmp_path, m
         size, limit = 5 << 20, 1 << 20
         monkeypatch.setattr(limits, "MAX_RECORD", limit)
         remote.overwrite(remote.ac(k), os.urandom(size))
-    reader, warnings = remote.store()
+    reader, warnings = remote.store(timeout=60.0)  # not a test of deadlines: a slow server must not time out
     assert reader.get_results([k]) == {}
     assert reader.stats.bytes_down <= limit + 1 < size
     assert len(warnings) == 1 and "larger than" in warnings[0] and reader.stats.errors == 0
