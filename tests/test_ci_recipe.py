@@ -74,6 +74,12 @@ def test_main_uploads_pull_requests_hit_read_only_and_a_new_salt_misses(ws, tmp_
     assert (pr / "mbuild-out/p/c/out.txt").read_text() == "C+B+A"
     assert objects() == after_main  # not one object written: no record, blob, lease or lock
 
+    fork = fresh_clone("fork")  # no credentials: builds without the remote, and touches nothing
+    events, proc = ci_build(fork, "local", "//p:c")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ran(events) == {"//p:a", "//p:b", "//p:c"} and events[-1]["summary"]["remote_hits"] == 0
+    assert objects() == after_main
+
     set_salt(pr, "2027-01")  # rotated: every earlier entry is disowned
     events, proc = ci_build(pr, "read-only", "//p:c")
     assert proc.returncode == 0, proc.stderr[-3000:]
