@@ -78,3 +78,25 @@ def test_a_killed_iris_task_is_resumed_by_its_retry_from_the_shared_working_dire
     assert f"mbuild: resuming //p:x in {shared}/.mbuild-work/{key}/" in log, log
     assert "(left by lease epoch 1)" in log
     assert not (shared / ".mbuild-work" / key).exists()  # published: the working state is removed
+
+
+def test_with_a_bucket_prefix_a_fray_job_works_on_its_host_s_disk_and_says_so(ws):
+    """No atomic rename in a bucket: the working directory stays under the cache (nothing is written
+    to the bucket, which this test does not even serve)."""
+    ws.write("WORKSPACE.toml", '[workspace]\nname = "test"\n[outputs]\nprefix = "gs://no-such-bucket/mbuild"\n')
+    ws.write(f"{ws.rules}_steps.py", STEP_FNS)
+    config = {"n": 3, "pause_at": -1, "go": "", "paused": ""}
+    ws.build_file(
+        "p",
+        f'py_function(name="x", fn="{ws.rules}_steps:steps", config={config!r}, outs=["progress.txt"], resumable=True,\n'
+        f'            resources={{"cpu": 1, "ram": "1g", "disk": "1g"}})\n',
+    )
+    events = ws.build("//p:x")
+    assert statuses(events)["//p:x"] == "ran"
+    assert [i for i, _ in progress_lines(ws.root / "mbuild-out/p/x/progress.txt")] == [0, 1, 2]
+    [done] = [e for e in events if e.get("label") == "//p:x"]
+    assert done["source"].startswith("fray:local")
+    log = open(done["log"]).read()
+    assert "[outputs] prefix gs://no-such-bucket/mbuild is a bucket: this working directory is on this host's disk only" in log
+    resume = ws.root / ".mbuild/cache/resume"
+    assert resume.is_dir() and not (resume / done["key"]).exists()  # worked there, removed once published
