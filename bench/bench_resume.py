@@ -211,7 +211,7 @@ def engine_kill_and_resume(cfg: TrainConfig, root: Path, kill_at: float, compile
     kill_step = int(cfg.steps * kill_at) // cfg.checkpoint_every * cfg.checkpoint_every
     t = time.perf_counter()
     child = start_build(ws, TRAIN_LABEL, work_cache)
-    while not list(ws.glob(f".mbuild/cache/resume/*/e*-*/step-{kill_step:06d}")):
+    while not list(ws.glob(f".mbuild/cache/inplace/.mbuild-work/*/e*-*/step-{kill_step:06d}")):
         if child.poll() is not None:
             raise SystemExit(f"the build exited {child.returncode} before checkpoint {kill_step}: {child.stderr.read()[-2000:]}")
         time.sleep(0.01)

@@ -52,9 +52,13 @@ def finish(proc: subprocess.Popen) -> str:
     return err
 
 
+# train_llama is remote-tagged: as a fray job, it works under the in-place prefix (default <cache>/inplace)
+WORK = ".mbuild/cache/inplace/.mbuild-work"
+
+
 def checkpoints(root: Path) -> list[int]:
     """Steps of the complete progress checkpoints in train_llama's working directory."""
-    return sorted(int(p.name[5:]) for p in root.glob(".mbuild/cache/resume/*/e*-*/step-*") if p.is_dir())
+    return sorted(int(p.name[5:]) for p in root.glob(f"{WORK}/*/e*-*/step-*") if p.is_dir())
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
@@ -100,4 +104,4 @@ def test_killed_training_resumes_from_its_checkpoint_to_identical_parameters(wor
     assert re.findall(r"^resuming from step \d+$", logs, re.M) == [f"resuming from step {left[-1]}"]
     out = "mbuild-out/experiments/tiny/train_llama"
     assert tree_bytes(root / out) == tree_bytes(plain / out)  # params.npz, config.json, metrics.jsonl
-    assert checkpoints(root) == [] and not any((root / ".mbuild/cache/resume").iterdir())
+    assert checkpoints(root) == [] and not any((root / WORK).iterdir())

@@ -73,7 +73,7 @@ def execute(
         if config.capture_output:
             reporter.started(str(scratch.log))
         try:
-            work = claim_work(spec, cache, heartbeat) if spec.resumable else None
+            work = claim_work(spec, resume.work_root(cache, config.places, config.fray_job), heartbeat) if spec.resumable else None
             if places is not None:
                 prepare_place(spec, places, url, heartbeat)
                 value = invoke(spec, paths, scratch.out, scratch.tmp, work, url, places, reporter)
@@ -125,10 +125,12 @@ def execute(
     return Produced(result, log_path or "", bytes_down=fetched)
 
 
-def claim_work(spec: ActionSpec, cache: Path, heartbeat: Heartbeat) -> Path:
+def claim_work(spec: ActionSpec, root: resume.Root, heartbeat: Heartbeat) -> Path:
     """Take the action's working directory under its lease (resume.py), saying in its log whether it resumes."""
     heartbeat.check()
-    claimed = resume.claim(cache, spec.key, heartbeat.lease.epoch, heartbeat.lease.owner)
+    if root.note:
+        print(f"mbuild: {spec.label}: {root.note}", flush=True)
+    claimed = resume.claim(root.path, spec.key, heartbeat.lease.epoch, heartbeat.lease.owner)
     if claimed.resumed_from is not None:
         print(f"mbuild: resuming {spec.label} in {claimed.path} (left by lease epoch {claimed.resumed_from})", flush=True)
     return claimed.path

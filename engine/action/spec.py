@@ -55,6 +55,7 @@ class ExecConfig:
     lease_renew: float = 30.0
     storage_options: dict = field(default_factory=dict)  # fsspec options for a remote lease store
     in_process: bool = False  # run in the driver's process: a lost lease interrupts the thread, not exit
+    fray_job: bool = False  # runs as a fray job: a resumable action works under the in-place prefix (resume.work_root)
     remote: RemoteConfig | None = None  # the shared remote cache, if any
     places: PlaceConfig | None = None  # where in-place outputs go ([outputs] of WORKSPACE.toml)
     build: str = ""  # the build's id: its processes share what they learn about the remote (LocalDB.remote_health)

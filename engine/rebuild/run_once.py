@@ -50,7 +50,7 @@ def run_action(spec: ActionSpec, config: ExecConfig, services: Services | None =
         ran = publish(spec, outcome, cas, db, remote, heartbeat)
         reporter.span("publish" if remote is None else "publish (upload)", publishing, time.time())
         if spec.resumable:
-            resume.discard(Path(config.cache_dir), spec.key)  # published: the working state has served
+            resume.discard(resume.work_root(Path(config.cache_dir), config.places, config.fray_job).path, spec.key)  # published: it has served
         if ran.result.place is not None and places is not None:
             write_provenance(places, spec, ran)
         return ran

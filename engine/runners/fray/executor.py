@@ -30,6 +30,8 @@ on the first remote action (fray's local backend ~0.1 s; Iris ~2-3 s).
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import threading
@@ -119,6 +121,7 @@ class FrayExecutor:
 
     def submit(self, spec: ActionSpec, config: ExecConfig, tag: Any) -> RemoteJob:
         """Queue an action; it is submitted to fray as soon as fewer than `max_jobs` are in flight."""
+        config = dataclasses.replace(config, fray_job=True)  # a resumable action works under the in-place prefix
         job = RemoteJob(tag, spec, config, job_name(spec.key, config, self.namespace), self.backend)
         with self._lock:
             if self._closed:
