@@ -55,7 +55,7 @@ from mbuild.stores.results import ActionResult
 _MAP_SIZE = 1 << 40  # address space only; the file grows as needed
 # Don't trust the stat cache for files modified this recently (same-tick edits are invisible to mtime).
 _RACY_NS = 2_000_000_000
-_TABLES = (b"ac", b"srcstat", b"label_keys", b"labels", b"failures", b"leases", b"treestat", b"remote", b"noop")
+_TABLES = (b"ac", b"srcstat", b"label_keys", b"labels", b"failures", b"leases", b"treestat", b"remote", b"noop", b"uses")
 
 
 class CacheDamaged(MbuildError):
