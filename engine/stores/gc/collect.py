@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from mbuild.stores import trees
 from mbuild.stores.cas import LocalCAS
 from mbuild.stores.gc.lock import exclusive
-from mbuild.stores.gc.plan import Plan, Policy, make_plan
+from mbuild.stores.gc.plan import Plan, Policy, disk_bytes, tree_extra, make_plan
 from mbuild.stores.gc.usage import REQUESTS, TABLE, noop_keys
 from mbuild.stores.localdb import LocalDB
 
@@ -50,15 +50,16 @@ def collect(db: LocalDB, cas: LocalCAS, policy: Policy, batch: int = BATCH) -> C
 
 
 def _first(plan: Plan, batch: int) -> Plan:
-    """The first `batch` victims of a plan, with only the blobs and trees they free."""
+    """The first `batch` victims of a plan, with the blobs and trees no later victim names (those
+    go with the batch that takes their last result)."""
     if len(plan.victims) <= batch:
         return plan
-    victims = plan.victims[:batch]
-    mine_blobs = {f.digest for e in victims if e.result is not None for f in e.result.files}
-    mine_trees = {e.result.tree for e in victims if e.result is not None}
-    part = Plan(plan.total, victims, [d for d in plan.blobs if d in mine_blobs], [t for t in plan.trees if t in mine_trees])
-    part.freed = sum(e.record_bytes + e.log_bytes for e in victims)  # approximate: blobs added in _delete
-    return part
+    victims, later = plan.victims[:batch], plan.victims[batch:]
+    later_blobs = {f.digest for e in later if e.result is not None for f in e.result.files}
+    later_trees = {e.result.tree for e in later if e.result is not None}
+    mine_blobs = {f.digest for e in victims if e.result is not None for f in e.result.files} - later_blobs
+    mine_trees = {e.result.tree for e in victims if e.result is not None} - later_trees
+    return Plan(plan.total, victims, [d for d in plan.blobs if d in mine_blobs], [t for t in plan.trees if t in mine_trees])
 
 
 def _delete(db: LocalDB, cas: LocalCAS, plan: Plan, done: Collected) -> None:
@@ -89,12 +90,14 @@ def _delete(db: LocalDB, cas: LocalCAS, plan: Plan, done: Collected) -> None:
         except (FileNotFoundError, ValueError):
             pass
     freed = 0
+    by_tree = {e.result.tree: e.result for e in plan.victims if e.result is not None}
     for tree in gone_trees:
+        freed += tree_extra(cas, by_tree.get(tree))
         trees.discard(trees.tree_path(cas, tree))
     for digest in plan.blobs:
         path = cas.path(digest)
         try:
-            size = os.lstat(path).st_size
+            size = disk_bytes(path)
             os.unlink(path)
             freed += size
         except FileNotFoundError:
@@ -103,7 +106,7 @@ def _delete(db: LocalDB, cas: LocalCAS, plan: Plan, done: Collected) -> None:
         freed += e.record_bytes
         for log in e.logs:
             try:
-                size = os.lstat(log).st_size
+                size = disk_bytes(log)
                 os.unlink(log)
                 freed += size
                 done.logs += 1

@@ -2,8 +2,9 @@
 then the victims, least recently used first.
 
 A result's bytes are its record, its logs, and the CAS blobs and tree only it references: a blob
-or tree that a result being kept also references stays (and frees nothing). Tree files are hard
-links to their blobs, so a file's bytes are counted once (executables, copied, count again).
+or tree that a result being kept also references stays (and frees nothing). Sizes are space on
+disk (blocks, as du counts): tree files are hard links to their blobs, so a file counts once; a
+tree's directories and its executables (copies, not links) count on their own.
 Results of in-place outputs are never collected (their bytes live in their store, not here).
 """
 
@@ -57,9 +58,10 @@ def logs_of(cache_dir: Path, key: str) -> list[Path]:
     return [p for p in (cache_dir / "logs" / f"{key}.log", cache_dir / "logs" / f"{key}.job.log") if p.exists()]
 
 
-def _size(path: Path) -> int:
+def disk_bytes(path: Path) -> int:
+    """The space a file or directory itself takes on disk (its blocks), 0 if it is gone."""
     try:
-        return os.lstat(path).st_size
+        return os.lstat(path).st_blocks * 512
     except OSError:
         return 0
 
@@ -83,7 +85,7 @@ def entries(db: LocalDB, cache_dir: Path) -> tuple[list[Entry], set[int]]:
         started = meta.get("started")
         fallback = int(started * 1e9) if isinstance(started, (int, float)) else 0
         logs = logs_of(cache_dir, key)
-        out.append(Entry(key, str(meta.get("label", key)), used.get(key, fallback), len(data), logs, sum(map(_size, logs)), result))
+        out.append(Entry(key, str(meta.get("label", key)), used.get(key, fallback), len(data), logs, sum(map(disk_bytes, logs)), result))
     return out, builds
 
 
@@ -97,9 +99,9 @@ def make_plan(db: LocalDB, cas: LocalCAS, policy: Policy, now_ns: int) -> Plan:
         if e.result is not None:
             blob_refs.update({f.digest for f in e.result.files})
             tree_refs[e.result.tree] += 1
-    blob_bytes = {d: _size(cas.path(d)) for d in blob_refs}
+    blob_bytes = {d: disk_bytes(cas.path(d)) for d in blob_refs}
     total = sum(blob_bytes.values()) + sum(e.record_bytes + e.log_bytes for e in all_entries)
-    total += sum(_tree_extra(cas, e.result) for e in _one_per_tree(all_entries))
+    total += sum(tree_extra(cas, e.result) for e in _one_per_tree(all_entries))
     plan = Plan(total)
 
     keep_from = None
@@ -126,7 +128,7 @@ def make_plan(db: LocalDB, cas: LocalCAS, policy: Policy, now_ns: int) -> Plan:
             tree_refs[e.result.tree] -= 1
             if tree_refs[e.result.tree] == 0:
                 plan.trees.append(e.result.tree)
-                freed += _tree_extra(cas, e.result)
+                freed += tree_extra(cas, e.result)
         plan.victims.append(e)
         plan.freed += freed
         size -= freed
@@ -142,9 +144,12 @@ def _one_per_tree(all_entries: list[Entry]) -> list[Entry]:
     return list(seen.values())
 
 
-def _tree_extra(cas: LocalCAS, result: ActionResult | None) -> int:
-    """Bytes a tree holds beyond its blobs: executables (copies, not links), when the tree is there."""
-    if result is None or not any(f.executable for f in result.files):
+def tree_extra(cas: LocalCAS, result: ActionResult | None) -> int:
+    """Space a tree takes beyond its blobs: its directories and executables (copies, not links)."""
+    if result is None:
         return 0
     root = cas.root / "trees" / result.tree
-    return sum(_size(root / f.path) for f in result.files if f.executable) if root.is_dir() else 0
+    own = disk_bytes(root)
+    if not own:
+        return 0
+    return own + sum(disk_bytes(root / d) for d in result.dirs) + sum(disk_bytes(root / f.path) for f in result.files if f.executable)
