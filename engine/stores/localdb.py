@@ -228,6 +228,10 @@ class LocalDB:
         except lmdb.DiskError as exc:
             raise DiskFullError.of(exc, str(self.directory)) from None
 
+    def last_txn(self) -> int:
+        """The id of the last committed write transaction (by any process): unchanged means nothing was written."""
+        return self._h.env.info()["last_txnid"]
+
     @property
     def path(self) -> str:
         return str(self.directory)

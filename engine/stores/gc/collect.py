@@ -35,18 +35,26 @@ class Collected:
 
 
 def collect(db: LocalDB, cas: LocalCAS, policy: Policy, batch: int = BATCH) -> Collected:
-    """Collect what `policy` names, batch by batch, until a fresh plan names nothing."""
+    """Collect what `policy` names, batch by batch, until a fresh plan names nothing. A batch
+    plans afresh when anything was written to the database since the last one (a build ran)."""
     done: Collected | None = None
-    limit: int | None = None
+    plan: Plan | None = None
+    limit, seen = 0, -1
     while True:
         with exclusive(cas.root):
-            plan = make_plan(db, cas, policy, time.time_ns())
-            if done is None:
-                done = Collected(plan.total)
-                limit = len(plan.victims) + plan.kept  # builds between batches cannot keep it going forever
+            if plan is None or db.last_txn() != seen:
+                plan = make_plan(db, cas, policy, time.time_ns())
+                if done is None:
+                    done = Collected(plan.total)
+                    limit = len(plan.victims) + plan.kept  # builds between batches cannot keep it going forever
             if not plan.victims or done.results >= limit:
                 return done
-            _delete(db, cas, _first(plan, batch), done)
+            part = _first(plan, batch)
+            _delete(db, cas, part, done)
+            gone_blobs, gone_trees = set(part.blobs), set(part.trees)
+            plan = Plan(plan.total, plan.victims[len(part.victims):], [d for d in plan.blobs if d not in gone_blobs],
+                        [t for t in plan.trees if t not in gone_trees])
+            seen = db.last_txn()
 
 
 def _first(plan: Plan, batch: int) -> Plan:
