@@ -21,6 +21,16 @@ step(name="other", text="other")
 EXPECTED = {"a": "a", "b": "b+a", "c": "c+b+a", "d": "d+a", "top": "top+c+b+a+d+a"}
 
 
+FRESH = {"MBUILD_RACY_WINDOW_MS": "0"}  # stamp just-written files, so a repeated build is a no-op answer
+
+
+def built(ws, *labels: str) -> set[str]:
+    """Build (checked) and return the labels whose actions ran."""
+    events = ws.root.parent / f"events-{os.urandom(4).hex()}.jsonl"  # outside: a new file in the root would change a listed directory
+    ws.mbuild("build", "--events", str(events), *labels, env=FRESH, check=True)
+    return ran([json.loads(line) for line in events.read_text().splitlines()])
+
+
 def cache_files(root: Path) -> list[str]:
     cache = root / ".mbuild" / "cache"
     return sorted(str(p.relative_to(cache)) for sub in ("cas", "trees", "logs") for p in (cache / sub).rglob("*") if p.is_file())
@@ -46,19 +56,20 @@ def test_dry_run_says_what_and_deletes_nothing(ws):
 
 def test_max_age_and_keep_builds(ws):
     ws.build_file("p", GRAPH)
-    ws.build("//p:other")
-    ws.build("//p:top")
-    ws.build("//p:top")  # answered by its no-op record: the last build, recorded without a write per action
+    built(ws, "//p:other")
+    built(ws, "//p:top")
+    assert built(ws, "//p:top") == set()  # answered by its no-op record: the last build, recorded without a write per action
+    assert os.listdir(ws.root / ".mbuild" / "cache" / "uses")
     proc = ws.mbuild("gc", "--max-age", "1h", check=True)
     assert "collected 0 results" in proc.stdout  # everything was used within the hour
     proc = ws.mbuild("gc", "--max-age", "0s", "--keep-builds", "1", check=True)
     assert "collected 1 results" in proc.stdout  # //p:other: not used by the last build
-    assert ran(ws.build("//p:top")) == set()
+    assert built(ws, "//p:top") == set()
     assert output(ws.root, "top") == EXPECTED["top"]
-    assert ran(ws.build("//p:other")) == {"//p:other"}
+    assert built(ws, "//p:other") == {"//p:other"}
     proc = ws.mbuild("gc", "--max-age", "0s", check=True)
     assert "collected 6 results" in proc.stdout
-    assert ran(ws.build("//p:top")) == {f"//p:{n}" for n in EXPECTED}
+    assert built(ws, "//p:top") == {f"//p:{n}" for n in EXPECTED}
     assert output(ws.root, "top") == EXPECTED["top"]
 
 
@@ -121,3 +132,75 @@ def test_gc_to_a_tiny_size_beside_looping_builders(ws):
     assert sum(collected) > 0 and sum(reruns) > len(EXPECTED)  # gc really took results from under the loop
     ws.mbuild("build", "//p:top", check=True)
     assert output(ws.root, "top") == EXPECTED["top"]
+
+
+def test_no_op_build_writes_nothing_per_action(ws):
+    """The no-op path records its use by one file's mtime: no database write at all."""
+    from mbuild.stores.localdb import LocalDB
+
+    ws.build_file("p", GRAPH)
+    built(ws, "//p:top")
+    built(ws, "//p:top")
+    cache = ws.root / ".mbuild" / "cache"
+    (request,) = os.listdir(cache / "uses")
+    before_mtime = os.stat(cache / "uses" / request).st_mtime_ns
+    db = LocalDB(cache / "db")
+    before = db.last_txn()
+    assert built(ws, "//p:top") == set()
+    assert db.last_txn() == before
+    assert os.stat(cache / "uses" / request).st_mtime_ns > before_mtime
+    db.close()
+
+
+WAIT_RULES = '''
+import os, time
+from mbuild import attr, rule
+
+@rule(attrs={"deps": attr.label_list(default=[]), "flag": attr.string()}, outputs=["out.txt"])
+def waits(ctx):
+    text = "+".join((d / "out.txt").read_text() for d in ctx.inputs.deps)
+    open(ctx.attr.flag + ".started", "w").close()
+    while not os.path.exists(ctx.attr.flag + ".go"):  # the test lets it go once gc is queued on the lock
+        time.sleep(0.01)
+    text += "+" + "+".join((d / "out.txt").read_text() for d in ctx.inputs.deps)  # its inputs, still there
+    (ctx.out / "out.txt").write_text(text)
+'''
+
+
+def _waiting_on_flock(pid: int) -> bool:
+    """Whether `pid` is queued for a flock (a `->` line of /proc/locks)."""
+    with open("/proc/locks") as f:
+        return any(line.split()[1] == "->" and line.split()[5] == str(pid) for line in f if len(line.split()) > 5)
+
+
+def test_gc_waits_for_a_running_build(ws):
+    """gc run while an action is mid-build queues on the cache lock; the action's inputs stay."""
+    import subprocess
+    import sys
+    import time
+
+    name = f"{ws.rules}_wait"
+    ws.write(f"{name}.py", WAIT_RULES)
+    flag = ws.root / "flag"
+    ws.build_file("p", GRAPH + f'from {name} import waits\nwaits(name="w", deps=[":top", ":d"], flag={str(flag)!r})\n')
+    ws.build("//p:top")
+    env = {**os.environ}
+    build = subprocess.Popen([sys.executable, "-m", "mbuild.front.cli", "build", "//p:w"], cwd=ws.root, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not flag.with_suffix(".started").exists():
+        assert build.poll() is None and time.monotonic() < deadline
+    gc = subprocess.Popen([sys.executable, "-m", "mbuild.front.cli", "gc", "--max-size", "1"], cwd=ws.root, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while not _waiting_on_flock(gc.pid):
+        assert gc.poll() is None, gc.stdout.read()  # it must not finish while the build runs
+        assert time.monotonic() < deadline
+    flag.with_suffix(".go").touch()
+    out, _ = build.communicate(timeout=120)
+    assert build.returncode == 0, out
+    gc_out, _ = gc.communicate(timeout=120)
+    assert gc.returncode == 0 and "collected 6 results" in gc_out, gc_out
+    assert output(ws.root, "w") is None  # collected after the build ended
+    assert built(ws, "//p:w") >= {"//p:w", "//p:top"}
+    top = EXPECTED["top"]
+    assert output(ws.root, "w") == f"{top}+d+a+{top}+d+a"
