@@ -153,15 +153,15 @@ def test_no_op_build_writes_nothing_per_action(ws):
 
 
 WAIT_RULES = '''
-import os, time
 from mbuild import attr, rule
 
 @rule(attrs={"deps": attr.label_list(default=[]), "flag": attr.string()}, outputs=["out.txt"])
 def waits(ctx):
     text = "+".join((d / "out.txt").read_text() for d in ctx.inputs.deps)
-    open(ctx.attr.flag + ".started", "w").close()
-    while not os.path.exists(ctx.attr.flag + ".go"):  # the test lets it go once gc is queued on the lock
-        time.sleep(0.01)
+    with open(ctx.attr.flag + ".started", "w") as f:  # a FIFO: opening blocks until the test reads
+        f.write("started")
+    with open(ctx.attr.flag + ".go") as f:  # a FIFO: the test lets it go once gc is queued on the lock
+        f.read()
     text += "+" + "+".join((d / "out.txt").read_text() for d in ctx.inputs.deps)  # its inputs, still there
     (ctx.out / "out.txt").write_text(text)
 '''
@@ -184,23 +184,29 @@ def test_gc_waits_for_a_running_build(ws):
     flag = ws.root / "flag"
     ws.build_file("p", GRAPH + f'from {name} import waits\nwaits(name="w", deps=[":top", ":d"], flag={str(flag)!r})\n')
     ws.build("//p:top")
+    os.mkfifo(flag.with_suffix(".started"))
+    os.mkfifo(flag.with_suffix(".go"))
     env = {**os.environ}
     build = subprocess.Popen([sys.executable, "-m", "mbuild.front.cli", "build", "//p:w"], cwd=ws.root, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(flag.with_suffix(".started")) as f:  # blocks until the action is running
+        assert f.read() == "started"
     deadline = time.monotonic() + 60
-    while not flag.with_suffix(".started").exists():
-        assert build.poll() is None and time.monotonic() < deadline
     gc = subprocess.Popen([sys.executable, "-m", "mbuild.front.cli", "gc", "--max-size", "1"], cwd=ws.root, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     while not _waiting_on_flock(gc.pid):
         assert gc.poll() is None, gc.stdout.read()  # it must not finish while the build runs
         assert time.monotonic() < deadline
-    flag.with_suffix(".go").touch()
+    with open(flag.with_suffix(".go"), "w") as f:
+        f.write("go")
     out, _ = build.communicate(timeout=120)
     assert build.returncode == 0, out
     gc_out, _ = gc.communicate(timeout=120)
     assert gc.returncode == 0 and "collected 6 results" in gc_out, gc_out
     assert output(ws.root, "w") is None  # collected after the build ended
+    for suffix in (".started", ".go"):  # plain files now: the rebuild below passes straight through
+        flag.with_suffix(suffix).unlink()
+        flag.with_suffix(suffix).write_text("go")
     assert built(ws, "//p:w") >= {"//p:w", "//p:top"}
     top = EXPECTED["top"]
     assert output(ws.root, "w") == f"{top}+d+a+{top}+d+a"

@@ -69,6 +69,8 @@ def gc_command(max_size: str | None, max_age: str | None, keep_builds: int, dry_
         raise GcUsageError(f"refusing to collect {cache}: mbuild did not create it (no mbuild marker in it)")
     cas, db = LocalCAS(cache), LocalDB(cache / "db")
     try:
+        if db.read_only and not dry_run:
+            raise GcUsageError(f"cannot collect {cache}: it is read-only for this user (a dry run can still say what would go)")
         if dry_run:
             plan = make_plan(db, cas, policy, time.time_ns())
             for e in plan.victims:
