@@ -9,6 +9,7 @@ from datetime import datetime
 import click
 
 from mbuild.errors import MbuildError
+from mbuild.front.records import _size as size_text
 from mbuild.model.workspace import is_mbuild_dir, load_workspace
 
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -33,14 +34,6 @@ def parse_age(text: str) -> int:
     if m is None:
         raise GcUsageError(f"--max-age {text!r}: expected an age such as 30d, 12h, 90m, 45s or 2w")
     return int(float(m.group(1)) * _AGE_UNITS[m.group(2)] * 1_000_000_000)
-
-
-def size_text(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 @click.command(name="gc")
