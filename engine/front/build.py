@@ -17,6 +17,9 @@ from mbuild.model.reads import Reads, recording
 from mbuild.schedule import noop
 from mbuild.schedule.amend import amend
 from mbuild.schedule.scheduler import Scheduler
+from mbuild.schedule.uses import record_used
+from mbuild.stores.gc.lock import shared
+from mbuild.stores.gc.usage import touch_request
 from mbuild.schedule.status import BuildOptions, BuildResult
 from mbuild.model.workspace import Workspace, check_directories, check_fray_backend, check_jobs, load_workspace
 
@@ -85,7 +88,8 @@ def build(
         trace=_trace(profile),
     )
     try:
-        return _build(ws, patterns, options, console, dry_run, events)
+        with shared(ws.cache_dir):  # nothing this build reads or builds is collected meanwhile
+            return _build(ws, patterns, options, console, dry_run, events)
     finally:
         if options.trace is not None:
             options.trace.write()
@@ -103,6 +107,7 @@ def _trace(profile: Path | None):
 def _build(ws: Workspace, patterns: list[str], options: BuildOptions, console: Console | None, dry_run: bool, events: Path | None) -> BuildResult:
     trace = options.trace
     started = time.monotonic()
+    started_ns = time.time_ns()
     checking = time.time()
     services = Services()
     request = noop.request_key(ws, patterns, options)
@@ -113,6 +118,9 @@ def _build(ws: Workspace, patterns: list[str], options: BuildOptions, console: C
         if memo is not None:
             found = amend(memo, ws, options, console, services, started)
             if found is not None:
+                if not dry_run:
+                    touch_request(ws.cache_dir, request, started_ns)  # the no-op path: no write per action
+                    record_used(services.stores(str(ws.cache_dir))[1], found, started_ns, only_if_ran=True)
                 return found
     reads = Reads(ignore=noop.ignored(ws, events))
     try:
@@ -130,6 +138,8 @@ def _build(ws: Workspace, patterns: list[str], options: BuildOptions, console: C
             raise
         raise DiskFullError.of(exc, str(ws.cache_dir)) from None
     db = services.stores(str(ws.cache_dir))[1]
+    if not dry_run:
+        record_used(db, result, started_ns)
     if not dry_run and not db.read_only and not any(isinstance(graph.node(label), SourceFile) for label in requested):
         noop.record(db, request, reads, ws, graph, result)
     return result

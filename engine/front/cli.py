@@ -13,6 +13,7 @@ import click
 from mbuild.errors import MbuildError
 from mbuild.events import Console, quiet_storage_logs
 from mbuild.front.dispatch import NoSuchCommand, looks_like_pattern, with_command
+from mbuild.front.gc import gc_command
 from mbuild.front.query.command import query
 from mbuild.front.records import add_record_commands
 from mbuild.schedule.status import State
@@ -297,6 +298,7 @@ def aquery(words, output):
 
 
 main.add_command(query)
+main.add_command(gc_command)
 add_record_commands(main)
 
 if __name__ == "__main__":

@@ -28,12 +28,14 @@ from mbuild.model.targets import Target
 from mbuild.model.workspace import Workspace, load_workspace
 from mbuild.schedule.scheduler import Scheduler
 from mbuild.schedule.status import BuildOptions, State
+from mbuild.schedule.uses import record_used
 from mbuild.steps import explain, paths
 from mbuild.steps.artifact import Artifact, return_type
 from mbuild.steps.output_slot import OutputSlot
 from mbuild.steps.plan import Plan, expand, make_plan
 from mbuild.steps.spec import StepRef, StepRun, StepSpec
 from mbuild.steps.threads import StepThreads
+from mbuild.stores.gc.lock import shared
 from mbuild.stores.results import ActionResult
 
 DEFAULT_BATCH = 1000  # steps read from an iterator at a time (a generator is read lazily; a list is one batch)
@@ -221,10 +223,14 @@ class StepRunner:
             jobs=jobs, keep_going=keep_going, dry_run=dry_run, events=events, retry_failed=force_run_failed,
             remote_url=self.remote_cache, fray_backend=None,
         )
-        built = Scheduler(
-            self.ws, plan.graph, [], options, self.console, self.services,
-            local_runner=lambda on_done: StepThreads(jobs, on_done, prepare, self.services), check_hit=check_hit,
-        ).run()
+        started_ns = time.time_ns()
+        with shared(self.ws.cache_dir):  # nothing these steps read or build is collected meanwhile
+            built = Scheduler(
+                self.ws, plan.graph, [], options, self.console, self.services,
+                local_runner=lambda on_done: StepThreads(jobs, on_done, prepare, self.services), check_hit=check_hit,
+            ).run()
+            if not dry_run:
+                record_used(self.services.stores(str(self.ws.cache_dir))[1], built, started_ns)
         if built.interrupted:  # Ctrl-C: the scheduler stopped the running steps; the caller's Ctrl-C goes on up
             raise KeyboardInterrupt
         result.summary.seconds += built.summary.seconds

@@ -55,7 +55,7 @@ from mbuild.stores.results import ActionResult
 _MAP_SIZE = 1 << 40  # address space only; the file grows as needed
 # Don't trust the stat cache for files modified this recently (same-tick edits are invisible to mtime).
 _RACY_NS = 2_000_000_000
-_TABLES = (b"ac", b"srcstat", b"label_keys", b"labels", b"failures", b"leases", b"treestat", b"remote", b"noop")
+_TABLES = (b"ac", b"srcstat", b"label_keys", b"labels", b"failures", b"leases", b"treestat", b"remote", b"noop", b"uses")
 
 
 class CacheDamaged(MbuildError):
@@ -227,6 +227,10 @@ class LocalDB:
             self._h.env.sync(True)
         except lmdb.DiskError as exc:
             raise DiskFullError.of(exc, str(self.directory)) from None
+
+    def last_txn(self) -> int:
+        """The id of the last committed write transaction (by any process): unchanged means nothing was written."""
+        return self._h.env.info()["last_txnid"]
 
     @property
     def path(self) -> str:
