@@ -168,17 +168,17 @@ class Console:
         when = _secs(elapsed) + (f", ETA {_secs(eta)}" if eta is not None else "")
         self.line(f"[{self._done}/{self._total}] {label}: {describe_progress(report)} ({when})")
 
-    def follow(self, label: str, log: str) -> None:
-        """A running action writes its output to `log` (shown with -v)."""
+    def follow(self, label: str, log: str, inode: int | None = None) -> None:
+        """A running action writes its output to `log` (shown with -v); `inode`: the file's, when it started."""
         if self.follower is not None:
-            self.follower.add(label, log)
+            self.follower.add(label, log, inode)
 
-    def ended(self, label: str) -> None:
-        """A running action ended (its outcome is reported next)."""
+    def ended(self, label: str, log: str | None = None) -> None:
+        """A running action ended (its outcome is reported next); `log`: where its log was kept."""
         self._progress_shown.pop(label, None)
         self._expected.pop(label, None)
         if self.follower is not None:
-            self.follower.remove(label)
+            self.follower.remove(label, log)
 
     def settled(self, hit: bool, done: int, total: int) -> None:
         """A target reached its final state."""

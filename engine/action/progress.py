@@ -11,6 +11,7 @@ and the last (`step == total`) one.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -48,8 +49,13 @@ class Reporter:
         self._send(record | {"at": time.time()})
 
     def started(self, log: str) -> None:
-        """The action started and writes its output to `log`."""
-        self._send({"log": log, "at": time.time()})
+        """The action started and writes its output to `log` (its inode too: the path is the
+        worker's and is reused by its next action, which a late reader must not take for this one)."""
+        try:
+            inode = os.stat(log).st_ino
+        except OSError:
+            return
+        self._send({"log": log, "inode": inode, "at": time.time()})
 
     def span(self, name: str, start: float, end: float) -> None:
         """A phase of the action (time.time() seconds), sent only when the build is profiled."""

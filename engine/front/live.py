@@ -98,10 +98,10 @@ class LiveConsole(Console):
             if running is not None:
                 running.report = report
 
-    def ended(self, label: str) -> None:
+    def ended(self, label: str, log: str | None = None) -> None:
         with self._lock:
             self._board.running.pop(label, None)
-        super().ended(label)
+        super().ended(label, log)
 
     def settled(self, hit: bool, done: int, total: int) -> None:
         with self._lock:
@@ -168,10 +168,13 @@ class LogFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, label: str, path: str) -> None:
+    def add(self, label: str, path: str, inode: int | None = None) -> None:
         try:
             f = open(path, "rb")
         except OSError:
+            return  # already kept elsewhere: shown from there when the action ends (remove)
+        if inode is not None and os.fstat(f.fileno()).st_ino != inode:
+            f.close()  # the worker's next action's log by now: this one's is shown when it ends
             return
         with self._lock:
             old = self._files.pop(label, None)
@@ -182,10 +185,16 @@ class LogFollower:
             self._thread = threading.Thread(target=self._loop, daemon=True, name="mbuild-follow")
             self._thread.start()
 
-    def remove(self, label: str) -> None:
-        """The action ended: print what is left of its log, and stop following it."""
+    def remove(self, label: str, log: str | None = None) -> None:
+        """The action ended: print what is left of its log, and stop following it. A quick action's
+        scratch log may be gone (kept as `log`) before it was ever opened here: then `log` is shown."""
         with self._lock:
             found = self._files.pop(label, None)
+            if found is None and log:
+                try:
+                    found = (open(log, "rb"), bytearray())
+                except OSError:
+                    return
             if found is not None:
                 self._read(label, *found, final=True)
                 found[0].close()

@@ -339,7 +339,7 @@ class Scheduler:
             self.console.progress(label, record, elapsed)
             self.events.write(progress_record(label, st.key, record, elapsed))
         elif "log" in record:
-            self.console.follow(label, record["log"])
+            self.console.follow(label, record["log"], record.get("inode"))
         elif "span" in record and self.trace is not None:
             self.trace.span(record["span"], "action" if record["span"] == label else "phase", record["start"], record["end"], self._row(i), {"label": label})
 
@@ -384,7 +384,7 @@ class Scheduler:
         st.seconds = time.monotonic() - st.seconds
         st.source = source
         self.keyed.pop(st.key, None)
-        self.console.ended(str(node.label))
+        self.console.ended(str(node.label), getattr(outcome, "log", None))
         if self.trace is not None and i not in self.workers:  # a fray job: its span as the driver saw it
             self.trace.span(str(node.label), "action", self.began.get(i, time.time()), time.time(), self._row(i), {"label": str(node.label), "source": source})
         if isinstance(exc, WorkerDied) and exc.code == LEASE_LOST_EXIT_CODE:
