@@ -73,7 +73,7 @@ def test_a_relative_pattern_at_the_root_names_the_root_package(two_packages):
         (["bulid", "//p:x"], "mbuild: no such command 'bulid' (did you mean build?)"),
         (["statsu"], "mbuild: no such command 'statsu' (did you mean status?)"),
         (["qurey", "deps(//p:x)"], "mbuild: no such command 'qurey' (did you mean query or aquery?)"),
-        (["frobnicate"], "mbuild: no such command 'frobnicate' (commands: aquery, build, clean, explain, info, log, query, status"),
+        (["frobnicate"], "mbuild: no such command 'frobnicate' (commands: aquery, build, clean, explain, gc, info, log, query, status"),
     ],
 )
 def test_a_mistyped_command_is_named_with_the_closest_commands(two_packages, args, message):
