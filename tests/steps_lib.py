@@ -8,6 +8,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from mbuild import StepRef, deferred, output, step
 
 
@@ -177,3 +179,18 @@ def stalls_once(output_path: str, flag: str) -> str:
     finally:
         ran("stopped")
         gate.set()
+
+
+@pytest.fixture
+def log(tmp_path: Path, monkeypatch) -> Path:
+    """The file steps append their runs to (STEPS_TEST_LOG), per test."""
+    path = tmp_path / "runs.log"
+    monkeypatch.setenv("STEPS_TEST_LOG", str(path))
+    return path
+
+
+def make_ws(root: Path) -> Path:
+    """An empty workspace at `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "WORKSPACE.toml").write_text("")
+    return root

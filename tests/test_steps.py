@@ -20,20 +20,7 @@ from mbuild.errors import CycleError
 from mbuild.events import Console
 from mbuild.model.workspace import load_workspace
 from tests import steps_lib as lib
-from tests.steps_lib import runs
-
-
-@pytest.fixture
-def log(tmp_path: Path, monkeypatch) -> Path:
-    path = tmp_path / "runs.log"
-    monkeypatch.setenv("STEPS_TEST_LOG", str(path))
-    return path
-
-
-def make_ws(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "WORKSPACE.toml").write_text("")
-    return root
+from tests.steps_lib import log, make_ws, runs  # noqa: F401 (log is a fixture)
 
 
 def runner(ws: Path, prefix: Path | None = None, console: Console | None = None, **kw) -> StepRunner:

@@ -16,20 +16,7 @@ from mbuild.events import Console
 from mbuild.steps.plan import expand
 from mbuild.steps.tracing import OutputPath, OutsideStep
 from tests import steps_lib as lib
-from tests.steps_lib import runs
-
-
-@pytest.fixture
-def log(tmp_path: Path, monkeypatch) -> Path:
-    path = tmp_path / "runs.log"
-    monkeypatch.setenv("STEPS_TEST_LOG", str(path))
-    return path
-
-
-def make_ws(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "WORKSPACE.toml").write_text("")
-    return root
+from tests.steps_lib import log, make_ws, runs  # noqa: F401 (log is a fixture)
 
 
 @st.composite
